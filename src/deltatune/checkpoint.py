@@ -1,0 +1,198 @@
+"""Adapter checkpoints in PEFT's layout.
+
+A folder holds ``adapter_config.json``, ``adapter_model.safetensors`` (metadata
+``{"format": "pt"}``) and a ``README.md`` model card. Tensor keys are
+``base_model.model.<module path>.<PEFT parameter name>`` without the adapter name, e.g.
+``base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight``; modules trained in full
+appear under their plain keys. The key map is built from the model's own adapters, and the same
+map serves saving and loading, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from deltatune.config import CONFIG_NAME, AdapterConfig
+from deltatune.errors import CheckpointError
+from deltatune.files import atomic_write, atomic_write_bytes
+
+if TYPE_CHECKING:
+    from deltatune.model import DeltaModel
+
+WEIGHTS_NAME = "adapter_model.safetensors"
+PICKLE_WEIGHTS_NAME = "adapter_model.bin"
+PREFIX = "base_model.model."
+_CARD_MARK = "<!-- written by deltatune -->"
+
+
+def adapter_state(model: DeltaModel, adapter_name: str) -> dict[str, torch.Tensor]:
+    """PEFT checkpoint key -> the live tensor, for one adapter."""
+    state: dict[str, torch.Tensor] = {}
+    for path, adapter in model.adapter_modules(adapter_name):
+        for key, tensor in adapter.state_dict(keep_vars=True).items():
+            state[f"{PREFIX}{path}.{key}"] = tensor
+    for path, wrapper in model.saved_modules():
+        trained = wrapper.modules_to_save._modules.get(adapter_name)
+        if trained is not None:
+            for key, tensor in trained.state_dict(keep_vars=True).items():
+                state[f"{PREFIX}{path}.{key}"] = tensor
+    biases = {id(p) for p in model._bias_parameters(adapter_name)}
+    if biases:
+        for key, param in model.model.named_parameters(remove_duplicate=False):
+            if id(param) in biases:
+                state[f"{PREFIX}{key}"] = param
+    return state
+
+
+# --------------------------------------------------------------------------------- saving
+def save_adapter(model: DeltaModel, adapter_name: str, folder: str | os.PathLike[str]) -> None:
+    """Write one adapter to ``folder``. Each file is written atomically (temp file + rename)."""
+    from safetensors.torch import save_file
+
+    target = Path(folder)
+    if target.exists() and not target.is_dir():
+        raise CheckpointError(f"Cannot save the adapter to {target}: a file with that name exists.")
+    live = adapter_state(model, adapter_name)
+    if any(t.device.type == "meta" for t in live.values()):
+        raise CheckpointError("The adapter is on the meta device; materialise the model before saving.")
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in live.items()}
+    config = _config_for_saving(model.peft_config[adapter_name])
+    atomic_write(target / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    config.save(target)
+    card = target / "README.md"
+    if not card.exists() or _CARD_MARK in card.read_text(encoding="utf-8", errors="replace"):
+        atomic_write_bytes(card, _model_card(adapter_name, config, tensors).encode())
+
+
+def _config_for_saving(config: AdapterConfig) -> AdapterConfig:
+    import copy
+
+    saved = copy.deepcopy(config)
+    saved.inference_mode = True
+    return saved
+
+
+def _model_card(adapter_name: str, config: AdapterConfig, tensors: dict[str, torch.Tensor]) -> str:
+    from deltatune import __version__
+
+    base = config.base_model_name_or_path
+    count = sum(t.numel() for t in tensors.values())
+    lines = [
+        "---",
+        "library_name: peft",
+        *([f"base_model: {base}"] if base else []),
+        "tags:",
+        "- deltatune",
+        f"- {config.peft_type.lower()}",
+        "---",
+        _CARD_MARK,
+        f"# Adapter `{adapter_name}`",
+        "",
+        f"- method: {config.peft_type}",
+        f"- base model: {base or 'unknown'}",
+        f"- target modules: {config.target_modules}",
+        f"- parameters: {count:,d}",
+        f"- written by deltatune {__version__} (PEFT checkpoint format)",
+        "",
+        "```python",
+        "import deltatune as dt",
+        'model = dt.DeltaModel.from_pretrained(base_model, "path/to/this/folder")',
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------- loading
+def resolve_adapter(
+    model_id: str | os.PathLike[str], config: AdapterConfig | None, subfolder: str | None, hub_kwargs: dict[str, Any]
+) -> tuple[str, AdapterConfig]:
+    """The local folder of an adapter (downloading a Hub id if needed) and its config."""
+    folder = Path(model_id)
+    if subfolder:
+        folder = folder / subfolder
+    if not folder.exists():
+        folder = Path(_download(str(model_id), subfolder, hub_kwargs))
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder} is not a folder; pass the folder that holds {CONFIG_NAME}.")
+    return str(folder), config if config is not None else AdapterConfig.load(folder)
+
+
+def _download(repo_id: str, subfolder: str | None, hub_kwargs: dict[str, Any]) -> str:
+    if repo_id.count("/") != 1 or repo_id.startswith((".", "/")):
+        raise CheckpointError(f"No adapter folder at {repo_id!r} (and it is not a Hub id like 'org/name').")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:  # pragma: no cover - huggingface_hub comes with transformers
+        raise CheckpointError(f"{repo_id!r} is not a local folder; install huggingface_hub to load from the Hub.") from exc
+    pattern = f"{subfolder}/*" if subfolder else "*"
+    try:
+        root = snapshot_download(repo_id, allow_patterns=[pattern], **hub_kwargs)
+    except Exception as exc:
+        raise CheckpointError(f"Could not fetch adapter {repo_id!r} from the Hub: {exc}") from exc
+    return os.path.join(root, subfolder) if subfolder else root
+
+
+def read_tensors(folder: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The tensors of an adapter folder: safetensors, or a pickle loaded with weights_only=True."""
+    folder = Path(folder)
+    path = folder / WEIGHTS_NAME
+    if path.is_file():
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(
+                f"{path} is corrupted or truncated ({exc}); re-download or re-save the adapter."
+            ) from exc
+    path = folder / PICKLE_WEIGHTS_NAME
+    if path.is_file():
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(f"{path} could not be loaded safely ({exc}); convert it to safetensors.") from exc
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise CheckpointError(f"{path} does not hold a flat dict of tensors.")
+        return state
+    raise CheckpointError(f"No {WEIGHTS_NAME} (or {PICKLE_WEIGHTS_NAME}) in {folder}.")
+
+
+def load_weights(model: DeltaModel, adapter_name: str, folder: str | os.PathLike[str]) -> None:
+    """Fill adapter ``adapter_name`` from ``folder``; every check passes before anything is written."""
+    loaded = read_tensors(folder)
+    expected = adapter_state(model, adapter_name)
+    base = {f"{PREFIX}{k}": p for k, p in model.model.named_parameters()}
+    missing = [k for k in expected if k not in loaded]
+    extra = [k for k in loaded if k not in expected]
+    if missing:
+        filled = len(expected) - len(missing)
+        raise CheckpointError(
+            f"The checkpoint in {folder} fills only {filled} of {len(expected)} tensors of adapter "
+            f"{adapter_name!r}; missing e.g. {missing[:5]}. Was it saved for another model or config?"
+        )
+    unknown = [k for k in extra if k not in base]
+    if unknown:
+        raise CheckpointError(
+            f"The checkpoint in {folder} has {len(unknown)} tensors that match nothing in the model, e.g. "
+            f"{unknown[:5]}. Was it saved for another model or with another config?"
+        )
+    targets: dict[str, torch.Tensor] = {**expected, **{k: base[k] for k in extra}}
+    for key, tensor in loaded.items():
+        if tuple(tensor.shape) != tuple(targets[key].shape):
+            raise CheckpointError(
+                f"Checkpoint tensor {key} has shape {tuple(tensor.shape)} but the model expects "
+                f"{tuple(targets[key].shape)}; the adapter was made for a different model or rank."
+            )
+    if extra:
+        warnings.warn(f"The checkpoint also sets {len(extra)} base-model tensors (e.g. {extra[:3]}).", stacklevel=3)
+    if any(targets[k].device.type == "meta" for k in loaded):
+        raise CheckpointError("The model is on the meta device; materialise it (e.g. to_empty) before loading.")
+    with torch.no_grad():
+        for key, tensor in loaded.items():
+            targets[key].copy_(tensor)

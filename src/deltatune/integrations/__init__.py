@@ -1,0 +1,1 @@
+"""Optional integrations (transformers, hub, ...). Each module imports its library lazily."""

@@ -1,0 +1,174 @@
+"""AdaptedLayer: wraps one base module and runs the adapters living on it.
+
+The protocol between a layer and its adapters is one call: ``adapter(x, inner)`` where ``inner``
+computes the layer below (the base module, or the adapters stacked under this one). An additive
+method returns ``inner(x) + delta(x)``; a method that scales the input returns
+``inner(x * s)``; a method that edits the weight calls the base functionally. Merging goes
+through ``merge_into`` / ``unmerge_from`` on the canonical weight (see ``weights.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from deltatune import weights
+from deltatune.errors import DeltatuneError, MergeError
+
+BASE = "__base__"  # the name that means "no adapter" in a mixed batch
+
+
+@dataclass
+class Routing:
+    """Per-sample adapter choice for one forward: ``names[index[i]]`` serves sample ``i``."""
+
+    names: tuple[str, ...]
+    index: torch.Tensor  # (batch,) long, positions into ``names``
+    _expanded: dict[tuple[int, torch.device], torch.Tensor] = field(default_factory=dict)
+
+    def index_for(self, batch: int, device: torch.device) -> torch.Tensor:
+        """The index for a batch of ``batch`` rows (beam search repeats each sample k times)."""
+        key = (batch, device)
+        if key not in self._expanded:
+            n = self.index.shape[0]
+            if batch % n:
+                raise DeltatuneError(
+                    f"adapter_names has {n} entries but a layer saw a batch of {batch}; "
+                    "pass one adapter name per sample of the batch."
+                )
+            self._expanded[key] = self.index.repeat_interleave(batch // n).to(device)
+        return self._expanded[key]
+
+
+@dataclass
+class Runtime:
+    """State shared by a DeltaModel and all its layers, so switching is O(1), not O(layers)."""
+
+    active: tuple[str, ...] = ()
+    disabled: bool = False
+    routing: Routing | None = None
+
+
+class Adapter(nn.Module):
+    """One adapter of one method on one base layer.
+
+    Subclasses implement ``forward(x, inner)`` and, when mergeable, ``delta_weight()`` (or
+    ``merge_into``/``unmerge_from`` for methods that are not additive). Their ``state_dict``
+    keys are the parameter names PEFT uses in checkpoints (e.g. ``lora_A.weight``).
+    """
+
+    # Combines several adapters of this class in one op for a mixed batch:
+    # (adapters aligned with Routing.names, None where absent; per-sample index; x; base output)
+    mixed_forward: ClassVar[Callable[..., torch.Tensor] | None] = None
+
+    def forward(self, x: torch.Tensor, inner: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def delta_weight(self) -> torch.Tensor:
+        """The change to the base weight, in canonical layout (see weights.py)."""
+        raise MergeError(f"{type(self).__name__} cannot be merged into the base weights.")
+
+    def merge_into(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight + self.delta_weight().to(weight.dtype)
+
+    def unmerge_from(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight - self.delta_weight().to(weight.dtype)
+
+
+class AdaptedLayer(nn.Module):
+    """Replaces a targeted module; keeps it untouched as ``base_layer``."""
+
+    def __init__(self, base_layer: nn.Module, runtime: Runtime) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.adapters = nn.ModuleDict()
+        self.merged: list[str] = []  # in merge order
+        self._runtime = runtime
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in ("base_layer", "adapters"):
+                raise
+            # Model code may read e.g. ``self.q_proj.weight``: answer for the base layer.
+            return getattr(self._modules["base_layer"], name)
+
+    # ----------------------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        rt = self._runtime
+        if rt.disabled:
+            return self.base_layer(x, *args, **kwargs)
+        if rt.routing is not None:
+            return self._mixed_forward(x, rt.routing, args, kwargs)
+        fn: Callable[[torch.Tensor], torch.Tensor] = functools.partial(self.base_layer, *(), **kwargs)
+        if args:
+            fn = functools.partial(_call_with_args, self.base_layer, args, kwargs)
+        for name in rt.active:
+            adapter = self.adapters._modules.get(name)
+            if adapter is not None and name not in self.merged:
+                fn = functools.partial(adapter, inner=fn)
+        return fn(x)
+
+    def _mixed_forward(self, x: torch.Tensor, routing: Routing, args: tuple, kwargs: dict) -> torch.Tensor:
+        used = [self.adapters._modules.get(n) for n in routing.names]
+        if self.merged:
+            raise MergeError(
+                f"Adapters {self.merged} are merged; mixed batches need unmerged adapters. "
+                "Call model.unmerge_adapter() first."
+            )
+        out = self.base_layer(x, *args, **kwargs)
+        present = [a for a in used if a is not None]
+        if not present:
+            return out
+        kinds = {type(a) for a in present}
+        kind = next(iter(kinds))
+        if len(kinds) > 1 or kind.mixed_forward is None:
+            names = sorted({type(a).__name__ for a in present})
+            raise DeltatuneError(
+                f"A mixed batch cannot combine adapters of type {names} on one layer; "
+                "mixed batches support LoRA adapters (without DoRA). Run these adapters in separate batches."
+            )
+        index = routing.index_for(x.shape[0], x.device)
+        return kind.mixed_forward(used, index, x, out)
+
+    # ----------------------------------------------------------------------------- merging
+    def merge(self, names: list[str], safe: bool = False) -> None:
+        """Fold the named adapters (those on this layer, not yet merged) into the base weight."""
+        todo = [n for n in names if n in self.adapters and n not in self.merged]
+        if not todo:
+            return
+        weight = weights.read_weight(self.base_layer)
+        new = weight.detach().to(torch.float32 if weight.dtype != torch.float64 else weight.dtype)
+        for name in todo:
+            new = self.adapters[name].merge_into(new)
+        weights.write_weight(self.base_layer, new, safe=safe, what=f"adapters {todo}")
+        self.merged.extend(todo)
+
+    def unmerge(self) -> None:
+        """Undo every merge, newest first, so stacked methods unwind in the right order."""
+        if not self.merged:
+            return
+        weight = weights.read_weight(self.base_layer)
+        new = weight.detach().to(torch.float32 if weight.dtype != torch.float64 else weight.dtype)
+        for name in reversed(self.merged):
+            new = self.adapters[name].unmerge_from(new)
+        weights.write_weight(self.base_layer, new)
+        self.merged.clear()
+
+    def named_adapters(self) -> Iterator[tuple[str, Adapter]]:
+        for name, module in self.adapters.items():
+            assert isinstance(module, Adapter)
+            yield name, module
+
+    def extra_repr(self) -> str:
+        return f"merged={self.merged}" if self.merged else ""
+
+
+def _call_with_args(base: nn.Module, args: tuple, kwargs: dict, x: torch.Tensor) -> torch.Tensor:
+    return base(x, *args, **kwargs)

@@ -1,0 +1,100 @@
+"""LoraConfig: PEFT's field names and JSON values."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from deltatune.config import AdapterConfig, _help
+from deltatune.errors import ConfigError
+
+BIAS_MODES = ("none", "all", "lora_only")
+INIT_MODES = (True, False, "gaussian")
+
+
+@dataclass
+class LoraConfig(AdapterConfig):
+    """Low-rank adaptation: ``h = W0 x + s * B A x`` with ``s = lora_alpha / r`` (rsLoRA: ``/ sqrt(r)``)."""
+
+    peft_type: ClassVar[str] = "LORA"
+    unsupported_fields: ClassVar[dict[str, Any]] = {
+        "use_dora": False,
+        "lora_bias": False,
+        "layer_replication": None,
+        "target_parameters": None,
+        "trainable_token_indices": None,
+        "use_qalora": False,
+        "megatron_config": None,
+        "loftq_config": {},
+        "eva_config": None,
+        "corda_config": None,
+        "lora_ga_config": None,
+        "velora_config": None,
+        "alora_invocation_tokens": None,
+        "monteclora_config": None,
+        "use_bdlora": None,
+        "arrow_config": None,
+        "kasa_config": None,
+        # no behaviour when the features above are off:
+        "megatron_core": "megatron.core",
+        "qalora_group_size": 16,
+        "ensure_weight_tying": False,
+    }
+
+    r: int = _help("Rank of the update.", 8)
+    lora_alpha: float = _help("Scale numerator: the update is multiplied by lora_alpha / r.", 8)
+    lora_dropout: float = _help("Dropout on the adapter's input during training.", 0.0)
+    fan_in_fan_out: bool = _help("Set for layers storing (in, out) weights, e.g. GPT-2 Conv1D (auto-detected).", False)
+    bias: str = _help("Which biases train: 'none', 'all', or 'lora_only' (biases of adapted layers).", "none")
+    use_rslora: bool = _help("Scale by lora_alpha / sqrt(r) (rank-stabilised LoRA).", False)
+    init_lora_weights: bool | str = _help(
+        "True: B=0 (starts as the base model); 'gaussian': A ~ N(0, 1/r), B=0; False: random A and B.", True
+    )
+    rank_pattern: dict[str, int] = _help("Per-module rank: {regex on module name suffix: r}.", factory=dict)
+    alpha_pattern: dict[str, float] = _help("Per-module alpha: {regex on module name suffix: alpha}.", factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r <= 0:
+            raise ConfigError(f"LoraConfig.r must be a positive integer, got {self.r!r}.")
+        if not isinstance(self.lora_alpha, (int, float)) or not math.isfinite(self.lora_alpha):
+            raise ConfigError(f"LoraConfig.lora_alpha must be a finite number, got {self.lora_alpha!r}.")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError(f"LoraConfig.lora_dropout must be in [0, 1), got {self.lora_dropout!r}.")
+        if self.bias not in BIAS_MODES:
+            raise ConfigError(f"LoraConfig.bias={self.bias!r} is unknown; use one of {list(BIAS_MODES)}.")
+        if self.init_lora_weights not in INIT_MODES:
+            raise ConfigError(
+                f"LoraConfig.init_lora_weights={self.init_lora_weights!r} is not supported; "
+                f"use one of {list(INIT_MODES)}."
+            )
+        for name, pattern in (("rank_pattern", self.rank_pattern), ("alpha_pattern", self.alpha_pattern)):
+            if not isinstance(pattern, dict):
+                raise ConfigError(f"LoraConfig.{name} must be a dict {{pattern: value}}, got {pattern!r}.")
+            for key, value in pattern.items():
+                _check_regex(name, key)
+                if name == "rank_pattern" and (not isinstance(value, int) or value <= 0):
+                    raise ConfigError(f"rank_pattern[{key!r}] must be a positive integer, got {value!r}.")
+
+    def rank_and_alpha(self, module_name: str) -> tuple[int, float]:
+        """The rank and alpha for one module, after rank_pattern / alpha_pattern."""
+        r = _pattern_value(self.rank_pattern, module_name, self.r)
+        alpha = _pattern_value(self.alpha_pattern, module_name, self.lora_alpha)
+        return int(r), float(alpha)
+
+
+def _check_regex(field_name: str, pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"{field_name} key {pattern!r} is not a valid regex: {exc}.") from exc
+
+
+def _pattern_value(patterns: dict[str, Any], module_name: str, default: Any) -> Any:
+    """The value of the first pattern matching a dot-bounded suffix of the name (PEFT's rule)."""
+    for pattern, value in patterns.items():
+        if re.match(rf"(.*\.)?({pattern})$", module_name):
+            return value
+    return default

@@ -1,0 +1,101 @@
+"""Mixed-adapter batches for LoRA: every sample of a batch gets its own adapter, in one op.
+
+The factors of the adapters used by the batch are stacked (zero-padded to the largest rank, the
+scale folded into B, zeros for samples without an adapter) and gathered per sample, so the whole
+batch costs one batched matmul pair — not one pass per adapter. Stacks are rebuilt every call
+from the live parameters: nothing is cached that sharding or an optimizer step could make stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+_CONV_FN = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}
+
+
+def _stack(adapters: Sequence[Any], a_name: str, b_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A: (n, r_max, *in), B*scale: (n, out, r_max); zeros where a sample has no adapter."""
+    present = [a for a in adapters if a is not None]
+    r_max = max(a.r for a in present)
+    a0 = _factor(present[0], a_name)
+    b0 = _factor(present[0], b_name)
+    a_list, b_list = [], []
+    for adapter in adapters:
+        if adapter is None:
+            a_list.append(a0.new_zeros((r_max, *a0.shape[1:])))
+            b_list.append(b0.new_zeros((b0.shape[0], r_max)))
+            continue
+        a = _factor(adapter, a_name)
+        b = _factor(adapter, b_name) * adapter.scaling
+        pad = r_max - adapter.r
+        if pad:
+            a = torch.cat([a, a.new_zeros((pad, *a.shape[1:]))])
+            b = torch.cat([b, b.new_zeros((b.shape[0], pad))], dim=1)
+        a_list.append(a)
+        b_list.append(b)
+    return torch.stack(a_list), torch.stack(b_list)
+
+
+def _factor(adapter: Any, name: str) -> torch.Tensor:
+    """A LoRA factor as (r, ...) for A or (out, r) for B, whatever module holds it."""
+    value = getattr(adapter, name)
+    weight = value if isinstance(value, torch.Tensor) else value.weight
+    return weight.flatten(1) if name == "lora_B" else weight  # conv B is (out, r, 1, ..., 1)
+
+
+def _dropout(adapters: Sequence[Any], index: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per-sample dropout with each sample's own adapter's rate (identity in eval mode)."""
+    first = next(a for a in adapters if a is not None)
+    rates = [a.dropout_p if a is not None else 0.0 for a in adapters]
+    if not first.training or not any(rates):
+        return x
+    p = torch.tensor(rates, dtype=x.dtype, device=x.device)[index]
+    p = p.view(-1, *([1] * (x.dim() - 1)))
+    keep = (torch.rand_like(x) >= p).to(x.dtype)
+    return x * keep / (1 - p)
+
+
+def mixed_linear(adapters: Sequence[Any], index: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    a_all, b_all = _stack(adapters, "lora_A", "lora_B")
+    rows = x.shape[0]
+    xs = _dropout(adapters, index, x.to(a_all.dtype)).reshape(rows, -1, x.shape[-1])
+    h = torch.bmm(xs, a_all[index].transpose(1, 2))  # (rows, L, r_max)
+    delta = torch.bmm(h, b_all[index].transpose(1, 2))  # (rows, L, out)
+    return out + delta.view(out.shape).to(out.dtype)
+
+
+def mixed_embedding(
+    adapters: Sequence[Any], index: torch.Tensor, ids: torch.Tensor, out: torch.Tensor
+) -> torch.Tensor:
+    a_all, b_all = _stack(adapters, "lora_embedding_A", "lora_embedding_B")  # (n, r, V), (n, D, r)
+    n, r_max, vocab = a_all.shape
+    table = a_all.transpose(1, 2).reshape(n * vocab, r_max)
+    rows = ids.shape[0]
+    flat_ids = ids.reshape(rows, -1) + (index * vocab).view(rows, 1)
+    h = F.embedding(flat_ids, table)  # (rows, L, r_max)
+    delta = torch.bmm(h, b_all[index].transpose(1, 2))
+    return out + delta.view(out.shape).to(out.dtype)
+
+
+def mixed_conv(adapters: Sequence[Any], index: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    first = next(a for a in adapters if a is not None)
+    a_all, b_all = _stack(adapters, "lora_A", "lora_B")  # (n, r, in, *k), (n, out, r)
+    rows, r_max = x.shape[0], a_all.shape[1]
+    xs = _dropout(adapters, index, x.to(a_all.dtype))
+    # A grouped convolution with one group per sample applies each sample's own A.
+    weight = a_all[index].reshape(rows * r_max, *a_all.shape[2:])
+    conv = _CONV_FN[x.dim()]
+    h = conv(
+        xs.reshape(1, rows * x.shape[1], *x.shape[2:]),
+        weight,
+        stride=first.lora_A.stride,
+        padding=first.lora_A.padding,
+        groups=rows,
+    )
+    h = h.view(rows, r_max, -1)
+    delta = torch.bmm(b_all[index], h)  # (rows, out, spatial)
+    return out + delta.view(out.shape).to(out.dtype)

@@ -1,0 +1,411 @@
+"""DeltaModel: the adapter lifecycle on a whole model.
+
+It wraps the user's model (``self.model``), passes ``forward``/``generate`` through, and owns
+adding, switching, disabling, merging, deleting, saving and loading adapters. Per-layer work
+lives in :class:`~deltatune.layer.AdaptedLayer`; file formats in :mod:`deltatune.checkpoint`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from deltatune import targeting
+from deltatune.config import AdapterConfig
+from deltatune.errors import AdapterNameError, ConfigError, DeltatuneError, MergeError
+from deltatune.integrations import transformers as hf
+from deltatune.layer import BASE, AdaptedLayer, Adapter, Routing, Runtime
+from deltatune.modules_to_save import ModulesToSave
+from deltatune.registry import method_for_config
+
+_BAD_NAME = re.compile(r"[/\\\x00]|^\.\.?$|^\s|\s$")
+
+
+def check_adapter_name(name: object) -> str:
+    """Adapter names become folder names: no separators, no ``..``, not empty, not ``__base__``."""
+    if not isinstance(name, str) or not name or _BAD_NAME.search(name) or name == BASE:
+        raise AdapterNameError(
+            f"Invalid adapter name {name!r}: use a non-empty name without '/', '\\', surrounding "
+            f"spaces, '.' or '..', other than {BASE!r} (reserved for 'no adapter'), e.g. 'default' or 'task_a'."
+        )
+    return name
+
+
+class DeltaModel(nn.Module):
+    """A model with adapters. Create with :func:`deltatune.wrap` or :meth:`from_pretrained`."""
+
+    def __init__(self, model: nn.Module, config: AdapterConfig, adapter_name: str = "default") -> None:
+        super().__init__()
+        self._setup(model)
+        self.add_adapter(adapter_name, config)
+        self.set_adapter(adapter_name)
+
+    def _setup(self, model: nn.Module) -> None:
+        if isinstance(model, DeltaModel):
+            raise DeltatuneError("This model already has adapters; call model.add_adapter(name, config) instead.")
+        if not isinstance(model, nn.Module):
+            raise DeltatuneError(f"Expected a torch.nn.Module to adapt, got {type(model).__name__}.")
+        self.model = model
+        self.peft_config: dict[str, AdapterConfig] = {}
+        self._runtime = Runtime()
+        self._warned_frozen = False
+        for param in model.parameters():
+            param.requires_grad_(False)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "model":
+                raise
+            return getattr(self._modules["model"], name)
+
+    # ----------------------------------------------------------------------------- adapters
+    def add_adapter(self, adapter_name: str, config: AdapterConfig, *, strict_targets: bool = True) -> None:
+        """Inject a new adapter (inactive until :meth:`set_adapter`). All-or-nothing."""
+        check_adapter_name(adapter_name)
+        if adapter_name in self.peft_config:
+            raise AdapterNameError(
+                f"An adapter named {adapter_name!r} already exists; pick another name or delete_adapter() it first."
+            )
+        if not isinstance(config, AdapterConfig):
+            raise ConfigError(f"Expected an adapter config such as LoraConfig, got {type(config).__name__}.")
+        config = copy.deepcopy(config)
+        method = method_for_config(config)
+        if config.task_type == "SEQ_CLS":
+            heads = [h for h in hf.SEQ_CLS_HEADS if any(targeting.suffix_match(n, h) for n, _ in targeting.walk(self.model))]
+            config.modules_to_save = list(dict.fromkeys([*(config.modules_to_save or []), *heads]))
+        spec = targeting.resolve_target_spec(self.model, config)
+        names = targeting.find_targets(self.model, config, method, strict=strict_targets)
+        saved = targeting.find_saved_modules(self.model, config.modules_to_save)
+        modules = dict(targeting.walk(self.model))
+        # Build every adapter before touching the model, so a failure leaves it unchanged.
+        created = {n: method.create(targeting.unwrap(modules[n]), n, config) for n in names}
+        if config.target_modules is None or (isinstance(spec, str) and spec.lower() == targeting.ALL_LINEAR):
+            config.target_modules = targeting.compact_targets(self.model, names)
+        if config.base_model_name_or_path is None:
+            config.base_model_name_or_path = _name_or_path(self.model)
+        for name, adapter in created.items():
+            self._layer_at(name, modules[name]).adapters[adapter_name] = adapter
+        for name in saved:
+            self._saved_at(name, modules[name]).add(adapter_name)
+        self.peft_config[adapter_name] = config
+        self._update_trainable()
+
+    def _layer_at(self, name: str, module: nn.Module) -> AdaptedLayer:
+        if isinstance(module, AdaptedLayer):
+            return module
+        layer = AdaptedLayer(module, self._runtime)
+        _replace(self.model, name, layer)
+        return layer
+
+    def _saved_at(self, name: str, module: nn.Module) -> ModulesToSave:
+        if isinstance(module, ModulesToSave):
+            return module
+        wrapper = ModulesToSave(module, self._runtime)
+        _replace(self.model, name, wrapper)
+        return wrapper
+
+    def set_adapter(self, adapter_name: str | Sequence[str]) -> None:
+        """Make these adapters the active ones (several can be active at once); only they train."""
+        names = [adapter_name] if isinstance(adapter_name, str) else list(adapter_name)
+        for name in names:
+            self._require(name)
+        self._runtime.active = tuple(names)
+        self._update_trainable()
+
+    @property
+    def active_adapters(self) -> list[str]:
+        return list(self._runtime.active)
+
+    @property
+    def active_adapter(self) -> str:
+        return self._runtime.active[0] if self._runtime.active else ""
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        """Remove an adapter from every layer; layers left without adapters get their module back."""
+        self._require(adapter_name)
+        for path, layer in list(self.adapted_layers()):
+            if adapter_name in layer.merged:
+                raise MergeError(f"Adapter {adapter_name!r} is merged; call unmerge_adapter() before deleting it.")
+        for path, layer in list(self.adapted_layers()):
+            if adapter_name in layer.adapters:
+                del layer.adapters[adapter_name]
+                if not len(layer.adapters):
+                    _replace(self.model, path, layer.base_layer)
+        for path, wrapper in list(self.saved_modules()):
+            if adapter_name in wrapper.modules_to_save:
+                del wrapper.modules_to_save[adapter_name]
+                if not len(wrapper.modules_to_save):
+                    _replace(self.model, path, wrapper.original_module)
+        del self.peft_config[adapter_name]
+        self._runtime.active = tuple(n for n in self._runtime.active if n != adapter_name)
+        self._update_trainable()
+
+    def _require(self, name: str) -> None:
+        if name not in self.peft_config:
+            raise AdapterNameError(f"No adapter named {name!r}; this model has {sorted(self.peft_config)}.")
+
+    def adapted_layers(self) -> Iterator[tuple[str, AdaptedLayer]]:
+        for name, module in targeting.walk(self.model):
+            if isinstance(module, AdaptedLayer):
+                yield name, module
+
+    def saved_modules(self) -> Iterator[tuple[str, ModulesToSave]]:
+        for name, module in targeting.walk(self.model):
+            if isinstance(module, ModulesToSave):
+                yield name, module
+
+    def adapter_modules(self, adapter_name: str) -> Iterator[tuple[str, Adapter]]:
+        """(layer path, adapter) for every layer holding ``adapter_name``."""
+        for path, layer in self.adapted_layers():
+            adapter = layer.adapters._modules.get(adapter_name)
+            if adapter is not None:
+                assert isinstance(adapter, Adapter)
+                yield path, adapter
+
+    # ----------------------------------------------------------------------------- trainability
+    def adapter_parameters(self, adapter_name: str) -> Iterator[nn.Parameter]:
+        """The parameters that belong to one adapter (found by what they are, not by name)."""
+        for _, adapter in self.adapter_modules(adapter_name):
+            yield from adapter.parameters()
+        for _, wrapper in self.saved_modules():
+            copy_ = wrapper.modules_to_save._modules.get(adapter_name)
+            if copy_ is not None:
+                yield from copy_.parameters()
+        yield from self._bias_parameters(adapter_name)
+
+    def _bias_parameters(self, adapter_name: str) -> Iterator[nn.Parameter]:
+        mode = getattr(self.peft_config[adapter_name], "bias", "none")
+        if mode == "all":
+            for module in _plain_modules(self.model):
+                bias = module._parameters.get("bias")
+                if isinstance(bias, nn.Parameter):
+                    yield bias
+        elif mode.endswith("_only"):
+            for _, layer in self.adapted_layers():
+                bias = getattr(layer.base_layer, "bias", None)
+                if adapter_name in layer.adapters and isinstance(bias, nn.Parameter):
+                    yield bias
+
+    def _update_trainable(self) -> None:
+        trainable: set[int] = set()
+        for name in self._runtime.active:
+            if not self.peft_config[name].inference_mode:
+                trainable.update(id(p) for p in self.adapter_parameters(name))
+        for name in self.peft_config:
+            for param in self.adapter_parameters(name):
+                param.requires_grad_(id(param) in trainable)
+
+    def get_nb_trainable_parameters(self) -> tuple[int, int]:
+        """(trainable parameters, all parameters) of the whole model, adapters included."""
+        params = {id(p): p for p in self.model.parameters()}.values()
+        trainable = sum(p.numel() for p in params if p.requires_grad)
+        return trainable, sum(p.numel() for p in params)
+
+    def print_trainable_parameters(self) -> None:
+        trainable, total = self.get_nb_trainable_parameters()
+        share = 100 * trainable / total if total else 0.0
+        print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {share:.4f}")
+
+    # ----------------------------------------------------------------------------- forward
+    def forward(self, *args: Any, adapter_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
+        if adapter_names is None:
+            self._warn_if_frozen()
+            return self.model(*args, **kwargs)
+        with self._route(adapter_names):
+            return self.model(*args, **kwargs)
+
+    def generate(self, *args: Any, adapter_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
+        if adapter_names is None:
+            return self.model.generate(*args, **kwargs)
+        with self._route(adapter_names):
+            return self.model.generate(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def _route(self, adapter_names: Sequence[str]) -> Iterator[None]:
+        if isinstance(adapter_names, str) or not len(adapter_names):
+            raise DeltatuneError("adapter_names must be a list with one adapter name per sample.")
+        unique = list(dict.fromkeys(adapter_names))
+        for name in unique:
+            if name != BASE:
+                self._require(name)
+        position = {name: i for i, name in enumerate(unique)}
+        index = torch.tensor([position[n] for n in adapter_names], dtype=torch.long)
+        self._runtime.routing = Routing(tuple(unique), index)
+        try:
+            yield
+        finally:
+            self._runtime.routing = None
+
+    def _warn_if_frozen(self) -> None:
+        if not self.training or not torch.is_grad_enabled() or self._warned_frozen:
+            return
+        frozen = [n for n in self._runtime.active if self.peft_config[n].inference_mode]
+        if frozen and len(frozen) == len(self._runtime.active):
+            self._warned_frozen = True
+            warnings.warn(
+                f"Adapters {frozen} are frozen (loaded with is_trainable=False), so training will not change "
+                "them. Load with DeltaModel.from_pretrained(model, path, is_trainable=True) to train.",
+                stacklevel=3,
+            )
+
+    @contextlib.contextmanager
+    def disable_adapters(self) -> Iterator[None]:
+        """Inside this block the model computes exactly the base model (merged adapters are undone)."""
+        remerge = {path: list(layer.merged) for path, layer in self.adapted_layers() if layer.merged}
+        for path, layer in self.adapted_layers():
+            layer.unmerge()
+        self._runtime.disabled = True
+        try:
+            yield
+        finally:
+            self._runtime.disabled = False
+            for path, layer in self.adapted_layers():
+                if path in remerge:
+                    layer.merge(remerge[path])
+
+    # ----------------------------------------------------------------------------- merging
+    def merge_adapter(self, adapter_names: Sequence[str] | None = None, safe_merge: bool = False) -> None:
+        """Fold adapters (default: the active ones) into the base weights; all layers or none."""
+        names = list(self._runtime.active if adapter_names is None else adapter_names)
+        for name in names:
+            self._require(name)
+        done: list[AdaptedLayer] = []
+        try:
+            for _, layer in self.adapted_layers():
+                before = list(layer.merged)
+                layer.merge(names, safe=safe_merge)
+                if layer.merged != before:
+                    done.append(layer)
+        except Exception:
+            for layer in done:  # roll back: no layer stays half-merged
+                layer.unmerge()
+            raise
+
+    def unmerge_adapter(self) -> None:
+        for _, layer in self.adapted_layers():
+            layer.unmerge()
+
+    def merge_and_unload(self, safe_merge: bool = False, adapter_names: Sequence[str] | None = None) -> nn.Module:
+        """Merge, then return the plain model (modules_to_save keep the active adapter's copy)."""
+        self.merge_adapter(adapter_names, safe_merge=safe_merge)
+        return self._unload(keep_trained_copies=True)
+
+    def unload(self) -> nn.Module:
+        """Remove every adapter without merging and return the original model."""
+        self.unmerge_adapter()
+        return self._unload(keep_trained_copies=False)
+
+    def _unload(self, keep_trained_copies: bool) -> nn.Module:
+        for path, layer in list(self.adapted_layers()):
+            _replace(self.model, path, layer.base_layer)
+        for path, wrapper in list(self.saved_modules()):
+            _replace(self.model, path, wrapper.current() if keep_trained_copies else wrapper.original_module)
+        self.peft_config.clear()
+        self._runtime.active = ()
+        return self.model
+
+    def get_base_model(self) -> nn.Module:
+        return self.model
+
+    # ----------------------------------------------------------------------------- files
+    def save_pretrained(
+        self, save_directory: str | os.PathLike[str], selected_adapters: Sequence[str] | None = None, **_: Any
+    ) -> None:
+        """Write adapters in PEFT's layout: "default" at the root, others in ``<dir>/<name>/``."""
+        from deltatune.checkpoint import save_adapter
+
+        names = list(self.peft_config if selected_adapters is None else selected_adapters)
+        for name in names:
+            self._require(name)
+        for name in names:
+            folder = os.path.join(save_directory, name) if name != "default" else os.fspath(save_directory)
+            save_adapter(self, name, folder)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: nn.Module,
+        model_id: str | os.PathLike[str],
+        adapter_name: str = "default",
+        is_trainable: bool = False,
+        config: AdapterConfig | None = None,
+        subfolder: str | None = None,
+        **hub_kwargs: Any,
+    ) -> DeltaModel:
+        """Load a saved adapter (ours or PEFT's) onto ``model``; frozen unless ``is_trainable``."""
+        from deltatune.checkpoint import resolve_adapter
+
+        check_adapter_name(adapter_name)
+        folder, config = resolve_adapter(model_id, config, subfolder, hub_kwargs)
+        config.inference_mode = not is_trainable
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        self._setup(model)
+        self._load(folder, adapter_name, config)
+        self.set_adapter(adapter_name)
+        return self
+
+    def load_adapter(
+        self,
+        model_id: str | os.PathLike[str],
+        adapter_name: str,
+        is_trainable: bool = False,
+        config: AdapterConfig | None = None,
+        subfolder: str | None = None,
+        **hub_kwargs: Any,
+    ) -> None:
+        """Load another saved adapter under ``adapter_name`` (inactive until set_adapter)."""
+        from deltatune.checkpoint import resolve_adapter
+
+        check_adapter_name(adapter_name)
+        if adapter_name in self.peft_config:
+            raise AdapterNameError(f"An adapter named {adapter_name!r} already exists; pick another name.")
+        folder, config = resolve_adapter(model_id, config, subfolder, hub_kwargs)
+        config.inference_mode = not is_trainable
+        self._load(folder, adapter_name, config)
+
+    def _load(self, folder: str, adapter_name: str, config: AdapterConfig) -> None:
+        from deltatune.checkpoint import load_weights
+
+        self.add_adapter(adapter_name, config, strict_targets=False)
+        try:
+            load_weights(self, adapter_name, folder)
+        except BaseException:
+            self.delete_adapter(adapter_name)
+            raise
+
+
+def wrap(model: nn.Module, config: AdapterConfig, adapter_name: str = "default") -> DeltaModel:
+    """Add an adapter to ``model``; only the adapter's parameters train."""
+    return DeltaModel(model, config, adapter_name)
+
+
+def _replace(root: nn.Module, path: str, module: nn.Module) -> None:
+    parent_path, _, child = path.rpartition(".")
+    parent = root.get_submodule(parent_path) if parent_path else root
+    setattr(parent, child, module)
+
+
+def _plain_modules(model: nn.Module) -> Iterator[nn.Module]:
+    """The user's modules, wrappers seen through, adapters and trained copies left out."""
+    for _, module in targeting.walk(model):
+        base = targeting.unwrap(module)
+        if isinstance(module, ModulesToSave):
+            continue
+        yield base
+
+
+def _name_or_path(model: nn.Module) -> str | None:
+    config = getattr(model, "config", None)
+    value = getattr(config, "_name_or_path", None) or getattr(config, "name_or_path", None)
+    return value if isinstance(value, str) and value else None

@@ -1,0 +1,73 @@
+"""One registry: method name -> (config class, adapter factory).
+
+A method registers itself once, in its own package, with :func:`register_method`. The test
+matrix, the checkpoint loader and the docs list read this registry, so a new method cannot be
+forgotten by any of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from deltatune.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from deltatune.config import AdapterConfig
+    from deltatune.layer import Adapter
+
+
+# (base module, its full name in the model, the config) -> a new adapter for that module.
+AdapterFactory = Callable[["nn.Module", str, "AdapterConfig"], "Adapter"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """What the core needs to know about one adapter method."""
+
+    peft_type: str
+    config_cls: type[AdapterConfig]
+    create: AdapterFactory
+    # Can this method's adapter sit on this base module? Used by targeting and its errors.
+    supports: Callable[[nn.Module], bool]
+    # Module types the method can adapt, as plain words for error messages.
+    layer_types: tuple[str, ...]
+
+
+_METHODS: dict[str, Method] = {}
+
+
+def register_method(method: Method) -> Method:
+    """Add a method; registering the same peft_type twice is a programming error."""
+    if method.peft_type in _METHODS:
+        raise ValueError(f"peft_type {method.peft_type!r} is already registered")
+    _METHODS[method.peft_type] = method
+    return method
+
+
+def get_method(peft_type: object) -> Method:
+    """The method for ``peft_type``; an unknown one lists the supported types."""
+    _load_builtin_methods()
+    if not isinstance(peft_type, str) or peft_type not in _METHODS:
+        raise ConfigError(
+            f"Unknown peft_type {peft_type!r}; deltatune supports {sorted(_METHODS)}. "
+            "Check the adapter_config.json, or upgrade deltatune if the method is new."
+        )
+    return _METHODS[peft_type]
+
+
+def method_for_config(config: AdapterConfig) -> Method:
+    return get_method(type(config).peft_type)
+
+
+def registered_methods() -> dict[str, Method]:
+    """All registered methods by peft_type."""
+    _load_builtin_methods()
+    return dict(_METHODS)
+
+
+def _load_builtin_methods() -> None:
+    import deltatune.methods  # noqa: F401  (importing registers the built-in methods)

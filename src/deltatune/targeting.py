@@ -1,0 +1,192 @@
+"""Which modules a config selects, with PEFT's matching rules and stricter errors.
+
+- ``target_modules`` as a string is a regex that must match the whole module name; as a list,
+  each entry matches a module whose name equals it or ends with ``"." + entry``.
+- ``"all-linear"``: every dense layer except the output head (and modules trained in full).
+- ``exclude_modules`` uses the same rules; ``modules_to_save`` modules are never adapted.
+- ``layers_to_transform`` (+ ``layers_pattern``) keeps only the given layer indexes (for suffix
+  matches of a list, as PEFT does).
+- Unlike PEFT, a listed name that matches no module is an error listing the closest names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import warnings
+from collections.abc import Iterator
+
+from torch import nn
+
+from deltatune.config import AdapterConfig
+from deltatune.errors import TargetError
+from deltatune.integrations import transformers as hf
+from deltatune.registry import Method
+
+ALL_LINEAR = "all-linear"
+
+
+def walk(model: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
+    """(name, module) of the model as the user sees it: wrappers count as the module they wrap."""
+    from deltatune.layer import AdaptedLayer
+    from deltatune.modules_to_save import ModulesToSave
+
+    for name, child in model.named_children():
+        full = f"{prefix}.{name}" if prefix else name
+        yield full, child
+        if not isinstance(child, (AdaptedLayer, ModulesToSave)):
+            yield from walk(child, full)
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The user's module behind a deltatune wrapper."""
+    from deltatune.layer import AdaptedLayer
+    from deltatune.modules_to_save import ModulesToSave
+
+    if isinstance(module, AdaptedLayer):
+        return module.base_layer
+    if isinstance(module, ModulesToSave):
+        return module.original_module
+    return module
+
+
+def suffix_match(name: str, entry: str) -> bool:
+    return name == entry or name.endswith("." + entry)
+
+
+def _matches(spec: str | list[str], name: str) -> bool:
+    if isinstance(spec, str):
+        return re.fullmatch(spec, name) is not None
+    return any(suffix_match(name, entry) for entry in spec)
+
+
+def _layer_index(name: str, layers_pattern: list[str] | str | None) -> int | None:
+    patterns = [layers_pattern] if isinstance(layers_pattern, str) else list(layers_pattern or [])
+    if not patterns:
+        match = re.match(r".*?\.[^.]*\.(\d+)\.", name)
+    else:
+        match = None
+        for pattern in patterns:
+            match = re.match(rf"(?:^|.*?\.){pattern}\.(\d+)\.", name)
+            if match:
+                break
+    return int(match.group(1)) if match else None
+
+
+def _in_layers(name: str, config: AdapterConfig) -> bool:
+    wanted = config.layers_to_transform
+    if wanted is None or wanted == []:
+        return True
+    index = _layer_index(name, config.layers_pattern)
+    if index is None:
+        return False
+    return index == wanted if isinstance(wanted, int) else index in wanted
+
+
+def is_saved_module(name: str, modules_to_save: list[str] | None) -> bool:
+    """Inside (or equal to) a module trained in full: never a target."""
+    return any(re.match(rf"(^|.*\.){re.escape(m)}($|\..*)", name) for m in modules_to_save or [])
+
+
+def resolve_target_spec(model: nn.Module, config: AdapterConfig) -> str | list[str]:
+    """target_modules with None replaced by the model type's default."""
+    if config.target_modules is not None:
+        return config.target_modules
+    default = hf.default_targets(model)
+    if default is None:
+        kind = hf.model_type(model) or type(model).__name__
+        raise TargetError(
+            f"target_modules is None and there is no default for model type {kind!r}; "
+            'set target_modules, e.g. ["q_proj", "v_proj"] or "all-linear".'
+        )
+    return default
+
+
+def find_targets(model: nn.Module, config: AdapterConfig, method: Method, *, strict: bool = True) -> list[str]:
+    """Names of the modules ``config`` adapts in ``model``, in model order.
+
+    ``strict`` makes a listed target that matches no module an error (a warning otherwise,
+    which is how adapters written for a slightly different model still load).
+    """
+    spec = resolve_target_spec(model, config)
+    modules = list(walk(model))
+    names = [name for name, _ in modules]
+    head = hf.output_head(model)
+    all_linear = isinstance(spec, str) and spec.lower() == ALL_LINEAR
+    if isinstance(spec, str) and not all_linear and config.layers_to_transform is not None:
+        warnings.warn(
+            "layers_to_transform is ignored when target_modules is a regex (as in PEFT); "
+            "put the layer indexes into the regex instead.",
+            stacklevel=3,
+        )
+    if not all_linear:
+        _check_spec_matches(spec, names, strict)
+
+    selected: list[str] = []
+    for name, module in modules:
+        base = unwrap(module)
+        if all_linear:
+            from deltatune import weights
+
+            if not weights.is_linear(base) or base is head:
+                continue
+            hit = _in_layers(name, config)
+        elif isinstance(spec, str):
+            hit = re.fullmatch(spec, name) is not None
+        elif name in spec:
+            hit = True  # named exactly: PEFT applies no layer filter here
+        else:
+            hit = _matches(spec, name) and _in_layers(name, config)
+        if not hit or is_saved_module(name, config.modules_to_save):
+            continue
+        if config.exclude_modules is not None and _matches(config.exclude_modules, name):
+            continue
+        selected.append(name)
+    if not selected:
+        raise TargetError(
+            f"target_modules={spec!r} selects no module of {type(model).__name__} "
+            f"(after exclude_modules / layers_to_transform). {_suggest(str(spec), names)}"
+        )
+    return selected
+
+
+def _check_spec_matches(spec: str | list[str], names: list[str], strict: bool) -> None:
+    entries = [spec] if isinstance(spec, str) else spec
+    for entry in entries:
+        if any(_matches(entry if isinstance(spec, str) else [entry], n) for n in names):
+            continue
+        message = f"Target {entry!r} matches no module of the model. {_suggest(entry, names)}"
+        if strict:
+            raise TargetError(message + " Fix target_modules.")
+        warnings.warn(message, stacklevel=4)
+
+
+def _suggest(entry: str, names: list[str]) -> str:
+    leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
+    close = difflib.get_close_matches(entry, leaves + names, n=5, cutoff=0.5)
+    if close:
+        return f"Closest module names: {close}."
+    return f"Module names in this model include: {leaves[:20]}."
+
+
+def compact_targets(model: nn.Module, selected: list[str]) -> list[str]:
+    """A target list for adapter_config.json that selects exactly ``selected``.
+
+    The leaf names (e.g. ["q_proj", "v_proj"]) when they select the same set under the suffix
+    rule, which is what PEFT writes for "all-linear"; the full names otherwise.
+    """
+    leaves = sorted({n.rsplit(".", 1)[-1] for n in selected})
+    chosen = {name for name, _ in walk(model) if _matches(leaves, name)}
+    return leaves if chosen == set(selected) else list(selected)
+
+
+def find_saved_modules(model: nn.Module, modules_to_save: list[str] | None) -> list[str]:
+    """Names of the modules to train in full; each listed name must exist."""
+    found: list[str] = []
+    names = [name for name, _ in walk(model)]
+    for entry in modules_to_save or []:
+        hits = [n for n in names if suffix_match(n, entry) and not any(n.startswith(f + ".") for f in found)]
+        if not hits:
+            raise TargetError(f"modules_to_save entry {entry!r} matches no module. {_suggest(entry, names)}")
+        found.extend(h for h in hits if h not in found)
+    return found

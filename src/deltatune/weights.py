@@ -1,0 +1,97 @@
+"""One place that knows how a base layer stores its weight.
+
+Adapters compute their merge in a canonical layout — ``(out_features, in_features)`` for linear
+layers (whatever the storage), ``(out, in, *kernel)`` for convolutions, ``(num, dim)`` for
+embeddings — and read or write the base weight only through :func:`read_weight` and
+:func:`write_weight`. GPT-2's ``Conv1D`` stores its weight transposed; quantized layers will
+dequantize and requantize here; no method repeats that logic.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from deltatune.errors import MergeError
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def is_transposed_linear(module: nn.Module) -> bool:
+    """GPT-2 style ``Conv1D``: a linear layer whose weight is stored as (in, out).
+
+    Recognised by shape rather than by importing transformers, so the core stays light.
+    """
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf") and hasattr(module, "weight")
+
+
+def is_linear(module: nn.Module) -> bool:
+    """A dense layer: ``nn.Linear`` or a transposed-storage Conv1D."""
+    return isinstance(module, nn.Linear) or is_transposed_linear(module)
+
+
+def layer_kind(module: nn.Module) -> str | None:
+    """'linear', 'embedding', 'conv' or None for a layer type adapters cannot wrap."""
+    if is_linear(module):
+        return "linear"
+    if isinstance(module, nn.Embedding):
+        return "embedding"
+    if isinstance(module, _CONVS):
+        return "conv"
+    return None
+
+
+def linear_features(module: nn.Module) -> tuple[int, int]:
+    """(in_features, out_features) of a dense layer."""
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    if is_transposed_linear(module):
+        in_features, out_features = module.weight.shape
+        return int(in_features), int(out_features)
+    raise TypeError(f"{type(module).__name__} is not a linear layer")
+
+
+def base_weight(module: nn.Module) -> torch.Tensor:
+    """The base layer's weight parameter as stored (no copy)."""
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        raise MergeError(f"{type(module).__name__} has no weight tensor to merge into.")
+    return weight
+
+
+def read_weight(module: nn.Module) -> torch.Tensor:
+    """The weight in canonical layout (a view where possible, never a copy to write to)."""
+    weight = base_weight(module)
+    return weight.T if is_transposed_linear(module) else weight
+
+
+def write_weight(module: nn.Module, canonical: torch.Tensor, *, safe: bool = False, what: str = "") -> None:
+    """Store ``canonical`` (canonical layout) as the module's weight, in place, in its dtype.
+
+    With ``safe`` the new weight is checked for NaN/Inf first and nothing is written if found.
+    """
+    weight = base_weight(module)
+    if safe and not torch.isfinite(canonical).all():
+        raise MergeError(
+            f"Merging {what or 'the adapter'} would put NaN or Inf into the weights of "
+            f"{type(module).__name__}; nothing was merged. Check the adapter's weights."
+        )
+    stored = canonical.T if is_transposed_linear(module) else canonical
+    with torch.no_grad():
+        weight.copy_(stored.to(weight.dtype))
+
+
+def adapter_dtype(module: nn.Module) -> torch.dtype:
+    """Adapters train in fp32 unless the base is in a wider float type (PEFT's autocast rule)."""
+    weight = getattr(module, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.dtype == torch.float64:
+        return torch.float64
+    return torch.float32
+
+
+def module_device(module: nn.Module) -> torch.device:
+    for tensor in module.parameters(recurse=False):
+        return tensor.device
+    for tensor in module.parameters():
+        return tensor.device
+    return torch.device("cpu")
