@@ -353,6 +353,8 @@ class DeltaModel(nn.Module):
         self._setup(model)
         self._load(folder, adapter_name, config)
         self.set_adapter(adapter_name)
+        if not is_trainable:
+            self.eval()  # loaded for inference: dropout off
         return self
 
     def load_adapter(

@@ -1,0 +1,132 @@
+"""Tiny models for the test matrix: one per layer type, plus small transformers models."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin0 = nn.Linear(10, 20)
+        self.act = nn.ReLU()
+        self.lin1 = nn.Linear(20, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin1(self.act(self.lin0(x)))
+
+
+class EmbeddingModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(50, 12, padding_idx=0)
+        self.lin0 = nn.Linear(12, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin0(self.emb(x))
+
+
+class ConvModel(nn.Module):
+    def __init__(self, dims: int) -> None:
+        super().__init__()
+        conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dims]
+        self.conv0 = conv(3, 8, 3, padding=1)
+        self.conv1 = conv(8, 5, 2, stride=2)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv1(self.act(self.conv0(x)))
+
+
+class GPT2Conv1DModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        from transformers.pytorch_utils import Conv1D
+
+        self.c_fc = Conv1D(24, 10)  # (nf=out, nx=in)
+        self.act = nn.Tanh()
+        self.c_proj = Conv1D(6, 24)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(self.act(self.c_fc(x)))
+
+
+def tiny_llama(vocab: int = 64) -> nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    return LlamaForCausalLM(cfg)
+
+
+def tiny_bert_cls() -> nn.Module:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    cfg = BertConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+        num_labels=3,
+    )
+    return BertForSequenceClassification(cfg)
+
+
+@dataclass(frozen=True)
+class ModelCase:
+    """A tiny model, how to feed it, and which of its modules are the test targets."""
+
+    name: str
+    kind: str  # the layer kind exercised: linear, embedding, conv, gpt2_conv1d, transformer
+    build: Callable[[], nn.Module]
+    inputs: Callable[[int], Any]  # batch size -> input
+    targets: list[str] | str
+
+    def make(self, seed: int = 0) -> nn.Module:
+        torch.manual_seed(seed)
+        return self.build().eval()
+
+    def run(self, model: nn.Module, x: Any, **kwargs: Any) -> torch.Tensor:
+        out = model(x, **kwargs)
+        return out.logits if hasattr(out, "logits") else out
+
+
+def _ids(vocab: int, length: int) -> Callable[[int], torch.Tensor]:
+    def make(batch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(batch)
+        return torch.randint(1, vocab, (batch, length), generator=g)
+
+    return make
+
+
+def _floats(*shape: int) -> Callable[[int], torch.Tensor]:
+    def make(batch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(batch)
+        return torch.randn(batch, *shape, generator=g)
+
+    return make
+
+
+MODEL_CASES = [
+    ModelCase("mlp", "linear", MLP, _floats(10), ["lin0", "lin1"]),
+    ModelCase("embedding", "embedding", EmbeddingModel, _ids(50, 7), ["emb", "lin0"]),
+    ModelCase("conv1d", "conv", lambda: ConvModel(1), _floats(3, 12), ["conv0", "conv1"]),
+    ModelCase("conv2d", "conv", lambda: ConvModel(2), _floats(3, 8, 8), ["conv0", "conv1"]),
+    ModelCase("conv3d", "conv", lambda: ConvModel(3), _floats(3, 4, 6, 6), ["conv0", "conv1"]),
+    ModelCase("gpt2_conv1d", "gpt2_conv1d", GPT2Conv1DModel, _floats(5, 10), ["c_fc", "c_proj"]),
+    ModelCase("llama", "transformer", tiny_llama, _ids(64, 9), "all-linear"),
+]
