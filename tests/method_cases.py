@@ -27,12 +27,10 @@ def lora(targets: list[str] | str, identity: bool, variant: int = 0) -> dt.Adapt
         r=(4, 2, 3)[variant % 3],
         lora_alpha=(8, 3, 5)[variant % 3],
         use_rslora=variant == 1,
-        init_lora_weights=True if identity else False,
+        init_lora_weights=identity,
     )
 
 
 METHOD_CASES = {
-    "LORA": MethodCase(
-        "LORA", ("linear", "embedding", "conv", "gpt2_conv1d", "transformer"), lora, mixed_batches=True
-    ),
+    "LORA": MethodCase("LORA", ("linear", "embedding", "conv", "gpt2_conv1d", "transformer"), lora, mixed_batches=True),
 }

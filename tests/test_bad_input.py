@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from tests.models import MLP, tiny_llama
 
 import deltatune as dt
-from tests.models import MLP, tiny_llama
 
 
 def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -83,9 +84,9 @@ def _saved(tmp_path, **kwargs) -> tuple[dt.DeltaModel, str]:
 
 def test_checkpoint_shape_mismatch_names_key_and_shapes(tmp_path) -> None:
     _, folder = _saved(tmp_path, r=4)
-    config = json.loads(open(os.path.join(folder, "adapter_config.json")).read())
+    config = json.loads(Path(os.path.join(folder, "adapter_config.json")).read_text())
     config["r"] = 2
-    open(os.path.join(folder, "adapter_config.json"), "w").write(json.dumps(config))
+    Path(os.path.join(folder, "adapter_config.json")).write_text(json.dumps(config))
     with pytest.raises(dt.CheckpointError, match=r"lin0\.lora_A\.weight has shape \(4, 10\).*expects \(2, 10\)"):
         dt.DeltaModel.from_pretrained(MLP(), folder)
 
@@ -114,16 +115,16 @@ def test_checkpoint_with_foreign_tensors(tmp_path) -> None:
 def test_corrupted_safetensors(tmp_path, damage: str) -> None:
     _, folder = _saved(tmp_path)
     path = os.path.join(folder, "adapter_model.safetensors")
-    data = open(path, "rb").read()
+    data = Path(path).read_bytes()
     new = {"truncate": data[: len(data) // 2], "garbage": b"\x13\x00" * 64, "empty": b""}[damage]
-    open(path, "wb").write(new)
+    Path(path).write_bytes(new)
     with pytest.raises(dt.CheckpointError, match="corrupted or truncated"):
         dt.DeltaModel.from_pretrained(MLP(), folder)
 
 
 def test_malformed_json(tmp_path) -> None:
     _, folder = _saved(tmp_path)
-    open(os.path.join(folder, "adapter_config.json"), "w").write('{"peft_type": "LORA", ')
+    Path(os.path.join(folder, "adapter_config.json")).write_text('{"peft_type": "LORA", ')
     with pytest.raises(dt.CheckpointError, match="not valid JSON"):
         dt.DeltaModel.from_pretrained(MLP(), folder)
 
@@ -131,9 +132,9 @@ def test_malformed_json(tmp_path) -> None:
 def test_unknown_peft_type_lists_supported(tmp_path) -> None:
     _, folder = _saved(tmp_path)
     path = os.path.join(folder, "adapter_config.json")
-    config = json.loads(open(path).read())
+    config = json.loads(Path(path).read_text())
     config["peft_type"] = "MAGIC"
-    open(path, "w").write(json.dumps(config))
+    Path(path).write_text(json.dumps(config))
     with pytest.raises(dt.ConfigError, match=r"Unknown peft_type 'MAGIC'.*supports \[.*'LORA'"):
         dt.DeltaModel.from_pretrained(MLP(), folder)
 
@@ -141,9 +142,9 @@ def test_unknown_peft_type_lists_supported(tmp_path) -> None:
 def test_unknown_config_keys_warn_and_are_ignored(tmp_path) -> None:
     model, folder = _saved(tmp_path)
     path = os.path.join(folder, "adapter_config.json")
-    config = json.loads(open(path).read())
+    config = json.loads(Path(path).read_text())
     config["shiny_new_option"] = 3
-    open(path, "w").write(json.dumps(config))
+    Path(path).write_text(json.dumps(config))
     with pytest.warns(UserWarning, match="shiny_new_option"):
         loaded = dt.DeltaModel.from_pretrained(_mlp(), folder)
     x = torch.randn(2, 10)
@@ -153,9 +154,9 @@ def test_unknown_config_keys_warn_and_are_ignored(tmp_path) -> None:
 def test_enabled_unsupported_peft_feature_is_an_error(tmp_path) -> None:
     _, folder = _saved(tmp_path)
     path = os.path.join(folder, "adapter_config.json")
-    config = json.loads(open(path).read())
+    config = json.loads(Path(path).read_text())
     config["lora_bias"] = True
-    open(path, "w").write(json.dumps(config))
+    Path(path).write_text(json.dumps(config))
     with pytest.raises(dt.ConfigError, match="lora_bias=True.*does not support"):
         dt.DeltaModel.from_pretrained(MLP(), folder)
 
@@ -177,11 +178,11 @@ def test_missing_folder(tmp_path) -> None:
 
 def test_crash_mid_save_leaves_previous_adapter_intact(tmp_path, monkeypatch) -> None:
     model, folder = _saved(tmp_path)
-    files = {n: open(os.path.join(folder, n), "rb").read() for n in os.listdir(folder)}
+    files = {n: Path(folder, n).read_bytes() for n in os.listdir(folder)}
     model.add_adapter("x", dt.LoraConfig(target_modules=["lin0", "lin1"], r=2, init_lora_weights=False))
 
     def crash(tensors, filename, metadata=None):
-        open(filename, "wb").write(b"partial")
+        Path(filename).write_bytes(b"partial")
         raise KeyboardInterrupt("power cut")
 
     monkeypatch.setattr("safetensors.torch.save_file", crash)
@@ -189,7 +190,7 @@ def test_crash_mid_save_leaves_previous_adapter_intact(tmp_path, monkeypatch) ->
     model.peft_config["default"] = model.peft_config["x"]  # a different adapter now saves as "default"
     with pytest.raises(KeyboardInterrupt):
         model.save_pretrained(folder, selected_adapters=["default"])
-    assert {n: open(os.path.join(folder, n), "rb").read() for n in os.listdir(folder)} == files
+    assert {n: Path(folder, n).read_bytes() for n in os.listdir(folder)} == files
     monkeypatch.undo()
     dt.DeltaModel.from_pretrained(MLP(), folder)  # still loads
 

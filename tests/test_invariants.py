@@ -6,10 +6,10 @@ import copy
 
 import pytest
 import torch
-
-import deltatune as dt
 from tests.method_cases import METHOD_CASES, MethodCase
 from tests.models import MODEL_CASES, ModelCase
+
+import deltatune as dt
 
 MATRIX = [
     pytest.param(method, model, id=f"{method.peft_type}-{model.name}")

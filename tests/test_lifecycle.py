@@ -7,9 +7,9 @@ import os
 
 import pytest
 import torch
+from tests.models import MLP, tiny_bert_cls, tiny_llama
 
 import deltatune as dt
-from tests.models import MLP, tiny_bert_cls, tiny_llama
 
 
 def _llama(seed: int = 0) -> torch.nn.Module:
@@ -99,11 +99,11 @@ def test_mixed_batch_with_modules_to_save(tmp_path) -> None:
     ref = copy.deepcopy(base)
     model = dt.wrap(base, _cfg(["query", "value"], task_type="SEQ_CLS"))
     model.add_adapter("b", _cfg(["query"], task_type="SEQ_CLS", r=3))
-    for name, wrapper in model.saved_modules():
+    for _, wrapper in model.saved_modules():
         with torch.no_grad():
             wrapper.modules_to_save["b"].weight.mul_(-2)
     expected = []
-    for i, name in enumerate(["b", "default", dt.BASE]):
+    for name in ["b", "default", dt.BASE]:
         if name == dt.BASE:
             expected.append(ref(IDS[:1]).logits)
             continue
@@ -188,8 +188,11 @@ def test_injection_on_meta_device_allocates_nothing() -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     with torch.device("meta"):
-        base = LlamaForCausalLM(LlamaConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-                                            num_attention_heads=4, vocab_size=128))
+        base = LlamaForCausalLM(
+            LlamaConfig(
+                hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4, vocab_size=128
+            )
+        )
     model = dt.wrap(base, dt.LoraConfig(target_modules="all-linear", r=8))
     assert all(p.device.type == "meta" for p in model.parameters())
     assert len(list(model.adapted_layers())) == 14

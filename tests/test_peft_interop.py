@@ -71,6 +71,19 @@ def tiny_bert() -> torch.nn.Module:
     return _quiet(lambda: transformers.BertForSequenceClassification(cfg))
 
 
+def tiny_bert_tokens() -> torch.nn.Module:
+    cfg = transformers.BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+        num_labels=5,
+    )
+    return _quiet(lambda: transformers.BertForTokenClassification(cfg))
+
+
 def tiny_gpt2() -> torch.nn.Module:
     cfg = transformers.GPT2Config(
         vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=0, eos_token_id=0
@@ -96,7 +109,7 @@ def tiny_t5() -> torch.nn.Module:
 def _inputs(kind: str) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(2, VOCAB, (2, 7), generator=g)
-    if kind == "bert":
+    if kind.startswith("bert"):
         mask = torch.ones_like(ids)
         mask[1, -2:] = 0
         return {"input_ids": ids, "attention_mask": mask}
@@ -108,6 +121,7 @@ def _inputs(kind: str) -> dict[str, torch.Tensor]:
 MODELS: dict[str, Callable[[], torch.nn.Module]] = {
     "llama": tiny_llama,
     "bert": tiny_bert,
+    "bert_tokens": tiny_bert_tokens,
     "gpt2": tiny_gpt2,
     "t5": tiny_t5,
 }
@@ -126,8 +140,15 @@ def fresh_base(kind: str) -> torch.nn.Module:
 class Case:
     id: str
     model: str
-    adapters: dict[str, dict[str, Any]]  # adapter name -> LoraConfig kwargs (same for both libraries)
+    adapters: dict[str, dict[str, Any]]  # adapter name -> LoraConfig kwargs (the same for both libraries)
+    # test function name -> reason: a known deltatune bug outside checkpoint/targeting (strict xfail).
+    bugs: dict[str, str] = dataclasses.field(default_factory=dict)
 
+
+_TOKEN_CLS_BUG = (
+    "model.py add_adapter adds the task head to modules_to_save only for SEQ_CLS; PEFT also does it "
+    "for TOKEN_CLS (classifier/score) and QUESTION_ANS (qa_outputs)"
+)
 
 CASES = [
     Case("llama-qv", "llama", {"default": dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")}),
@@ -151,6 +172,7 @@ CASES = [
         "llama",
         {"default": dict(r=3, lora_alpha=6, target_modules=r".*(embed_tokens|layers\.1\.self_attn\.q_proj)")},
     ),
+    # "norm" selects model.norm and, by PEFT's plain-suffix rule, every *_layernorm too.
     Case(
         "llama-modules-to-save",
         "llama",
@@ -170,6 +192,12 @@ CASES = [
     Case("bert-bias-all", "bert", {"default": dict(r=2, task_type="SEQ_CLS", target_modules=["query"], bias="all")}),
     Case("bert-embedding", "bert", {"default": dict(r=2, target_modules=["word_embeddings", "query"], task_type="SEQ_CLS")}),
     Case(
+        "bert-token-cls",
+        "bert_tokens",
+        {"default": dict(r=2, lora_alpha=4, target_modules=["query", "value"], task_type="TOKEN_CLS")},
+        bugs={"test_deltatune_to_peft": _TOKEN_CLS_BUG, "test_same_files_and_keys": _TOKEN_CLS_BUG},
+    ),
+    Case(
         "gpt2-conv1d",
         "gpt2",
         {"default": dict(r=4, lora_alpha=8, target_modules=["c_attn", "c_proj", "c_fc"], fan_in_fan_out=True, task_type="CAUSAL_LM")},
@@ -188,7 +216,7 @@ CASES = [
         {"default": dict(r=4, lora_alpha=8, target_modules=["q", "v", "wo"], task_type="SEQ_2_SEQ_LM")},
     ),
     Case(
-        "t5-all-linear-embed",
+        "t5-embed-k-wi",
         "t5",
         {"default": dict(r=2, lora_alpha=4, target_modules=["embed_tokens", "k", "wi"], rank_pattern={"wi": 3})},
     ),
@@ -211,6 +239,10 @@ def randomize_trainable(model: torch.nn.Module, seed: int) -> None:
                 param.copy_(torch.randn(param.shape, generator=g) * 0.3)
 
 
+def subfolder(name: str) -> str | None:
+    return None if name == "default" else name
+
+
 def folder_of(root: Path, name: str) -> Path:
     return root if name == "default" else root / name
 
@@ -221,12 +253,11 @@ def saved_keys(folder: Path) -> dict[str, tuple[int, ...]]:
         return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
 
 
-def peft_train(case: Case, folder: Path) -> dict[str, torch.Tensor]:
-    """Build, randomize and save case.adapters with PEFT; the logits of each adapter."""
-    names = list(case.adapters)
+def peft_train(case: Case, folder: Path, **save_kwargs: Any) -> dict[str, torch.Tensor]:
+    """Build case.adapters with PEFT, randomize them, save them; the logits of each adapter."""
     model = None
-    for i, name in enumerate(names):
-        cfg = peft.LoraConfig(**case.adapters[name])
+    for i, (name, kwargs) in enumerate(case.adapters.items()):
+        cfg = peft.LoraConfig(**copy.deepcopy(kwargs))
         if model is None:
             model = peft.get_peft_model(fresh_base(case.model), cfg, adapter_name=name)
         else:
@@ -235,18 +266,20 @@ def peft_train(case: Case, folder: Path) -> dict[str, torch.Tensor]:
         randomize_trainable(model, seed=10 + i)
     assert model is not None
     refs = {}
-    for name in names:
+    for name in case.adapters:
         model.set_adapter(name)
         refs[name] = logits(model, case.model)
-    model.save_pretrained(folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PEFT's notes about embeddings and tied weights
+        model.save_pretrained(folder, **save_kwargs)
     return refs
 
 
 def dt_train(case: Case, folder: Path) -> dict[str, torch.Tensor]:
-    names = list(case.adapters)
+    """The same as peft_train, with deltatune."""
     model = None
-    for i, name in enumerate(names):
-        cfg = dt.LoraConfig(**case.adapters[name])
+    for i, (name, kwargs) in enumerate(case.adapters.items()):
+        cfg = dt.LoraConfig(**copy.deepcopy(kwargs))
         if model is None:
             model = dt.wrap(fresh_base(case.model), cfg, adapter_name=name)
         else:
@@ -255,7 +288,7 @@ def dt_train(case: Case, folder: Path) -> dict[str, torch.Tensor]:
         randomize_trainable(model, seed=20 + i)
     assert model is not None
     refs = {}
-    for name in names:
+    for name in case.adapters:
         model.set_adapter(name)
         refs[name] = logits(model, case.model)
     model.save_pretrained(folder)
@@ -269,80 +302,126 @@ def check_outputs(model: Any, case: Case, refs: dict[str, torch.Tensor], base_ou
         torch.testing.assert_close(logits(model, case.model), ref, atol=ATOL, rtol=0, msg=lambda m: f"{name}: {m}")
 
 
+def mark_known_bugs(request: pytest.FixtureRequest, case: Case) -> None:
+    reason = case.bugs.get(request.function.__name__)
+    if reason:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+
+
 # ------------------------------------------------------------------------------------ tests
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_peft_to_deltatune(case: Case, tmp_path: Path) -> None:
+def test_peft_to_deltatune(case: Case, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    mark_known_bugs(request, case)
     base_out = logits(fresh_base(case.model), case.model)
     refs = peft_train(case, tmp_path)
-    names = list(case.adapters)
+    first, *others = case.adapters
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = dt.DeltaModel.from_pretrained(
-            fresh_base(case.model),
-            tmp_path,
-            adapter_name=names[0],
-            subfolder=None if names[0] == "default" else names[0],
-        )
-        for name in names[1:]:
-            model.load_adapter(tmp_path, adapter_name=name, subfolder=None if name == "default" else name)
+        model = dt.DeltaModel.from_pretrained(fresh_base(case.model), tmp_path, adapter_name=first, subfolder=subfolder(first))
+        for name in others:
+            model.load_adapter(tmp_path, adapter_name=name, subfolder=subfolder(name))
     # A config written by this PEFT version holds no key that deltatune does not know.
     assert not [w for w in caught if "unknown" in str(w.message).lower()], [str(w.message) for w in caught]
+    assert model.active_adapters == [first]
     check_outputs(model, case, refs, base_out)
+    # Every adapter of a folder also loads on its own, from its subfolder.
+    for name in others:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            alone = dt.DeltaModel.from_pretrained(fresh_base(case.model), tmp_path, adapter_name=name, subfolder=name)
+        torch.testing.assert_close(logits(alone, case.model), refs[name], atol=ATOL, rtol=0)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_deltatune_to_peft(case: Case, tmp_path: Path) -> None:
+def test_deltatune_to_peft(case: Case, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    mark_known_bugs(request, case)
     base_out = logits(fresh_base(case.model), case.model)
     refs = dt_train(case, tmp_path)
-    names = list(case.adapters)
-    for name in names:
+    for name, kwargs in case.adapters.items():
         folder = folder_of(tmp_path, name)
-        assert {p.name for p in folder.iterdir() if p.is_file()} == {
+        assert sorted(p.name for p in folder.iterdir() if p.is_file()) == [
+            "README.md",
             "adapter_config.json",
             "adapter_model.safetensors",
-            "README.md",
-        }
-        config = peft.PeftConfig.from_pretrained(folder)
-        expected = case.adapters[name]
+        ]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deltatune_version: see test_peft_reads_config_without_warnings
+            config = peft.PeftConfig.from_pretrained(str(folder))
+        assert isinstance(config, peft.LoraConfig)
         assert config.peft_type == peft.PeftType.LORA
-        assert config.r == expected["r"]
-        assert config.lora_alpha == expected.get("lora_alpha", 8)
-        assert config.use_rslora == expected.get("use_rslora", False)
-        assert config.rank_pattern == expected.get("rank_pattern", {})
-        assert config.alpha_pattern == expected.get("alpha_pattern", {})
-        assert config.bias == expected.get("bias", "none")
-        assert config.task_type == expected.get("task_type")
         assert config.inference_mode is True
-    first = names[0]
-    model = peft.PeftModel.from_pretrained(
-        fresh_base(case.model),
-        str(folder_of(tmp_path, first)),
-        adapter_name=first,
-    )
-    for name in names[1:]:
-        model.load_adapter(str(tmp_path), adapter_name=name, subfolder=name)
+        for key, value in kwargs.items():
+            got = getattr(config, key)
+            if key == "target_modules" and isinstance(value, list):
+                got, value = sorted(got), sorted(value)
+            if key == "target_modules" and value == "all-linear":
+                continue  # written as the list of what it selected; the key test proves it is the same
+            assert got == value, key
+    first, *others = case.adapters
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = peft.PeftModel.from_pretrained(
+            fresh_base(case.model), str(tmp_path), adapter_name=first, subfolder=subfolder(first)
+        )
+        for name in others:
+            model.load_adapter(str(tmp_path), adapter_name=name, subfolder=subfolder(name))
     check_outputs(model, case, refs, base_out)
 
 
+def _peft_quirks(kwargs: dict[str, Any], keys: set[str]) -> set[str]:
+    """Keys PEFT writes that deltatune deliberately does not (it loads them fine).
+
+    - bias="all" with a module trained in full: PEFT saves every "*.bias" of its state dict, so
+      also the untouched ``<m>.original_module.bias`` and a second copy ``<m>.modules_to_save.bias``.
+    - bias="lora_only" with several adapters: PEFT saves the biases of every LoRA layer of the
+      model, also of layers that only another adapter adapts.
+    """
+    bias = kwargs.get("bias", "none")
+    if bias == "all":
+        return {k for k in keys if k.endswith((".original_module.bias", ".modules_to_save.bias"))}
+    if bias == "lora_only":
+        adapted = {k.rsplit(".lora_", 1)[0] for k in keys if ".lora_" in k}
+        return {k for k in keys if k.endswith(".base_layer.bias") and k[: -len(".base_layer.bias")] not in adapted}
+    return set()
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_same_files_and_keys(case: Case, tmp_path: Path) -> None:
-    """A PEFT save and a deltatune save of the same configuration hold the same tensors."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        peft_train(case, tmp_path / "peft")
+def test_same_files_and_keys(case: Case, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """A PEFT save and a deltatune save of the same configuration hold the same tensors.
+
+    PEFT's save_embedding_layers="auto" also saves the full base embedding matrices when an
+    embedding is adapted; deltatune saves only the adapter, so PEFT saves without them here.
+    """
+    mark_known_bugs(request, case)
+    peft_train(case, tmp_path / "peft", save_embedding_layers=False)
     dt_train(case, tmp_path / "dt")
-    for name in case.adapters:
+    names = {n for n, _ in fresh_base(case.model).named_modules()}
+    for name, kwargs in case.adapters.items():
         ours = saved_keys(folder_of(tmp_path / "dt", name))
         theirs = saved_keys(folder_of(tmp_path / "peft", name))
-        assert sorted(ours) == sorted(theirs)
-        assert ours == theirs
+        quirks = _peft_quirks(kwargs, set(theirs))
+        assert sorted(ours) == sorted(set(theirs) - quirks)
+        assert ours == {k: v for k, v in theirs.items() if k not in quirks}  # and the same shapes
         ours_cfg = json.loads((folder_of(tmp_path / "dt", name) / "adapter_config.json").read_text())
         theirs_cfg = json.loads((folder_of(tmp_path / "peft", name) / "adapter_config.json").read_text())
         for key in ("peft_type", "r", "lora_alpha", "use_rslora", "rank_pattern", "alpha_pattern", "bias", "task_type"):
             assert ours_cfg[key] == theirs_cfg[key], key
-        for key in ("target_modules", "modules_to_save"):
-            value = ours_cfg[key]
-            other = theirs_cfg[key]
-            assert (sorted(value) if isinstance(value, list) else value) == (
-                sorted(other) if isinstance(other, list) else other
-            ), key
+        if kwargs.get("target_modules") != "all-linear":
+            as_set = lambda v: sorted(v) if isinstance(v, list) else v  # noqa: E731
+            assert as_set(ours_cfg["target_modules"]) == as_set(theirs_cfg["target_modules"])
+        # PEFT lists both head names for classification; compare the entries that name a module.
+        real = lambda v: {m for m in v or [] if any(n.endswith(m) for n in names)}  # noqa: E731
+        assert real(ours_cfg["modules_to_save"]) == real(theirs_cfg["modules_to_save"])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="config.py AdapterConfig.to_dict writes 'deltatune_version' into adapter_config.json; PEFT "
+    "warns 'Unexpected keyword arguments [deltatune_version] ... upgrade the PEFT version'",
+)
+def test_peft_reads_config_without_warnings(tmp_path: Path) -> None:
+    model = dt.wrap(fresh_base("llama"), dt.LoraConfig(r=2, target_modules=["q_proj"]))
+    model.save_pretrained(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        peft.PeftConfig.from_pretrained(str(tmp_path))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.models import tiny_bert_cls, tiny_llama
 from transformers import AutoConfig, AutoModel
 
 import deltatune as dt
-from tests.models import tiny_bert_cls, tiny_llama
 
 
 def _targets(model: dt.DeltaModel) -> list[str]:
@@ -84,7 +84,11 @@ def test_rank_and_alpha_patterns() -> None:
 
 
 def test_rslora_scaling() -> None:
-    layers = dict(dt.wrap(tiny_llama(), dt.LoraConfig(target_modules=["q_proj"], r=16, lora_alpha=8, use_rslora=True)).adapted_layers())
+    layers = dict(
+        dt.wrap(
+            tiny_llama(), dt.LoraConfig(target_modules=["q_proj"], r=16, lora_alpha=8, use_rslora=True)
+        ).adapted_layers()
+    )
     assert next(iter(layers.values())).adapters["default"].scaling == pytest.approx(8 / 4)
 
 
@@ -105,8 +109,14 @@ DEFAULTS = {
 EXTRA = {
     "gemma": {"head_dim": 8, "num_key_value_heads": 2},
     "opt": {"ffn_dim": 48, "word_embed_proj_dim": 32},
-    "bart": {"encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 4, "decoder_attention_heads": 4,
-             "encoder_ffn_dim": 48, "decoder_ffn_dim": 48},
+    "bart": {
+        "encoder_layers": 1,
+        "decoder_layers": 1,
+        "encoder_attention_heads": 4,
+        "decoder_attention_heads": 4,
+        "encoder_ffn_dim": 48,
+        "decoder_ffn_dim": 48,
+    },
     "t5": {"num_layers": 1, "num_decoder_layers": 1, "d_kv": 8, "d_ff": 48, "num_heads": 4},
     "distilbert": {"n_layers": 1, "dim": 32, "hidden_dim": 48, "n_heads": 4},
     "gpt2": {"n_layer": 1, "n_embd": 32, "n_head": 4},

@@ -1,7 +1,7 @@
 """deltatune: parameter-efficient fine-tuning for PyTorch and Hugging Face models.
 
-    import deltatune as dt
-    model = dt.wrap(base_model, dt.LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"))
+import deltatune as dt
+model = dt.wrap(base_model, dt.LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"))
 """
 
 from deltatune.config import AdapterConfig

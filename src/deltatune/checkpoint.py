@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
 from deltatune.config import CONFIG_NAME, AdapterConfig
 from deltatune.errors import CheckpointError
 from deltatune.files import atomic_write, atomic_write_bytes
@@ -128,7 +129,9 @@ def _download(repo_id: str, subfolder: str | None, hub_kwargs: dict[str, Any]) -
     try:
         from huggingface_hub import snapshot_download
     except ImportError as exc:  # pragma: no cover - huggingface_hub comes with transformers
-        raise CheckpointError(f"{repo_id!r} is not a local folder; install huggingface_hub to load from the Hub.") from exc
+        raise CheckpointError(
+            f"{repo_id!r} is not a local folder; install huggingface_hub to load from the Hub."
+        ) from exc
     pattern = f"{subfolder}/*" if subfolder else "*"
     try:
         root = snapshot_download(repo_id, allow_patterns=[pattern], **hub_kwargs)
@@ -167,7 +170,12 @@ def load_weights(model: DeltaModel, adapter_name: str, folder: str | os.PathLike
     """Fill adapter ``adapter_name`` from ``folder``; every check passes before anything is written."""
     loaded = read_tensors(folder)
     expected = adapter_state(model, adapter_name)
-    base = {f"{PREFIX}{k}": p for k, p in model.model.named_parameters()}
+    for key in _peft_duplicates(model, adapter_name):
+        loaded.pop(key, None)
+    # Base-model tensors by their key without ".base_layer.": PEFT names a base tensor after its
+    # own wrapping (e.g. "q_proj.base_layer.bias" for a layer that another adapter adapts),
+    # which need not be the wrapping this model has now.
+    base = {_plain_key(f"{PREFIX}{k}"): p for k, p in model.model.named_parameters()}
     missing = [k for k in expected if k not in loaded]
     extra = [k for k in loaded if k not in expected]
     if missing:
@@ -176,13 +184,13 @@ def load_weights(model: DeltaModel, adapter_name: str, folder: str | os.PathLike
             f"The checkpoint in {folder} fills only {filled} of {len(expected)} tensors of adapter "
             f"{adapter_name!r}; missing e.g. {missing[:5]}. Was it saved for another model or config?"
         )
-    unknown = [k for k in extra if k not in base]
+    unknown = [k for k in extra if _plain_key(k) not in base]
     if unknown:
         raise CheckpointError(
             f"The checkpoint in {folder} has {len(unknown)} tensors that match nothing in the model, e.g. "
             f"{unknown[:5]}. Was it saved for another model or with another config?"
         )
-    targets: dict[str, torch.Tensor] = {**expected, **{k: base[k] for k in extra}}
+    targets: dict[str, torch.Tensor] = {**expected, **{k: base[_plain_key(k)] for k in extra}}
     for key, tensor in loaded.items():
         if tuple(tensor.shape) != tuple(targets[key].shape):
             raise CheckpointError(
@@ -196,3 +204,21 @@ def load_weights(model: DeltaModel, adapter_name: str, folder: str | os.PathLike
     with torch.no_grad():
         for key, tensor in loaded.items():
             targets[key].copy_(tensor)
+
+
+def _plain_key(key: str) -> str:
+    return key.replace(".base_layer.", ".")
+
+
+def _peft_duplicates(model: DeltaModel, adapter_name: str) -> set[str]:
+    """Keys PEFT writes twice for a module trained in full, to be skipped when loading.
+
+    With bias="all", PEFT saves every ``*.bias`` of its state dict, so a trained copy's bias also
+    appears as ``<module>.modules_to_save.bias``, beside ``<module>.bias`` (the same tensor).
+    """
+    keys: set[str] = set()
+    for path, wrapper in model.saved_modules():
+        trained = wrapper.modules_to_save._modules.get(adapter_name)
+        if trained is not None:
+            keys.update(f"{PREFIX}{path}.modules_to_save.{key}" for key in trained.state_dict())
+    return keys

@@ -84,7 +84,8 @@ class AdapterConfig:
         out: dict[str, Any] = {"peft_type": self.peft_type}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            out[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+            is_record = dataclasses.is_dataclass(value) and not isinstance(value, type)
+            out[f.name] = dataclasses.asdict(value) if is_record else value  # type: ignore[arg-type]
         out["deltatune_version"] = __version__
         return out
 

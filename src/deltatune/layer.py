@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -123,10 +123,10 @@ class AdaptedLayer(nn.Module):
                 "Call model.unmerge_adapter() first."
             )
         out = self.base_layer(x, *args, **kwargs)
-        present = [a for a in used if a is not None]
+        present = [cast(Adapter, a) for a in used if a is not None]
         if not present:
             return out
-        kinds = {type(a) for a in present}
+        kinds: set[type[Adapter]] = {type(a) for a in present}
         kind = next(iter(kinds))
         if len(kinds) > 1 or kind.mixed_forward is None:
             names = sorted({type(a).__name__ for a in present})
@@ -146,7 +146,7 @@ class AdaptedLayer(nn.Module):
         weight = weights.read_weight(self.base_layer)
         new = weight.detach().to(torch.float32 if weight.dtype != torch.float64 else weight.dtype)
         for name in todo:
-            new = self.adapters[name].merge_into(new)
+            new = self._adapter(name).merge_into(new)
         weights.write_weight(self.base_layer, new, safe=safe, what=f"adapters {todo}")
         self.merged.extend(todo)
 
@@ -157,9 +157,12 @@ class AdaptedLayer(nn.Module):
         weight = weights.read_weight(self.base_layer)
         new = weight.detach().to(torch.float32 if weight.dtype != torch.float64 else weight.dtype)
         for name in reversed(self.merged):
-            new = self.adapters[name].unmerge_from(new)
+            new = self._adapter(name).unmerge_from(new)
         weights.write_weight(self.base_layer, new)
         self.merged.clear()
+
+    def _adapter(self, name: str) -> Adapter:
+        return cast(Adapter, self.adapters[name])
 
     def named_adapters(self) -> Iterator[tuple[str, Adapter]]:
         for name, module in self.adapters.items():

@@ -13,7 +13,7 @@ import os
 import re
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -81,7 +81,9 @@ class DeltaModel(nn.Module):
         config = copy.deepcopy(config)
         method = method_for_config(config)
         if config.task_type == "SEQ_CLS":
-            heads = [h for h in hf.SEQ_CLS_HEADS if any(targeting.suffix_match(n, h) for n, _ in targeting.walk(self.model))]
+            heads = [
+                h for h in hf.SEQ_CLS_HEADS if any(targeting.suffix_match(n, h) for n, _ in targeting.walk(self.model))
+            ]
             config.modules_to_save = list(dict.fromkeys([*(config.modules_to_save or []), *heads]))
         spec = targeting.resolve_target_spec(self.model, config)
         names = targeting.find_targets(self.model, config, method, strict=strict_targets)
@@ -133,7 +135,7 @@ class DeltaModel(nn.Module):
     def delete_adapter(self, adapter_name: str) -> None:
         """Remove an adapter from every layer; layers left without adapters get their module back."""
         self._require(adapter_name)
-        for path, layer in list(self.adapted_layers()):
+        for _, layer in self.adapted_layers():
             if adapter_name in layer.merged:
                 raise MergeError(f"Adapter {adapter_name!r} is merged; call unmerge_adapter() before deleting it.")
         for path, layer in list(self.adapted_layers()):
@@ -225,10 +227,11 @@ class DeltaModel(nn.Module):
             return self.model(*args, **kwargs)
 
     def generate(self, *args: Any, adapter_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
+        generate = cast(Any, self.model).generate
         if adapter_names is None:
-            return self.model.generate(*args, **kwargs)
+            return generate(*args, **kwargs)
         with self._route(adapter_names):
-            return self.model.generate(*args, **kwargs)
+            return generate(*args, **kwargs)
 
     @contextlib.contextmanager
     def _route(self, adapter_names: Sequence[str]) -> Iterator[None]:
@@ -262,8 +265,7 @@ class DeltaModel(nn.Module):
     def disable_adapters(self) -> Iterator[None]:
         """Inside this block the model computes exactly the base model (merged adapters are undone)."""
         remerge = {path: list(layer.merged) for path, layer in self.adapted_layers() if layer.merged}
-        for path, layer in self.adapted_layers():
-            layer.unmerge()
+        self.unmerge_adapter()
         self._runtime.disabled = True
         try:
             yield

@@ -181,11 +181,21 @@ def compact_targets(model: nn.Module, selected: list[str]) -> list[str]:
 
 
 def find_saved_modules(model: nn.Module, modules_to_save: list[str] | None) -> list[str]:
-    """Names of the modules to train in full; each listed name must exist."""
+    """Names of the modules to train in full; each listed name must exist.
+
+    An entry selects every module whose name ends with it as a plain string, not only at a dot
+    ("norm" also selects "input_layernorm", "classifier" also "pre_classifier"): that is PEFT's
+    rule, and a checkpoint holds one copy per selected module, so any other rule makes the
+    same adapter_config.json mean different tensors in the two libraries.
+    """
     found: list[str] = []
     names = [name for name, _ in walk(model)]
     for entry in modules_to_save or []:
-        hits = [n for n in names if suffix_match(n, entry) and not any(n.startswith(f + ".") for f in found)]
+        hits = [n for n in names if n.endswith(entry) and not any(n.startswith(f + ".") for f in found)]
+        if not hits and entry in hf.SEQ_CLS_HEADS:
+            # PEFT writes both head names ("classifier", "score") for every classification
+            # model, and a model has only one of them.
+            continue
         if not hits:
             raise TargetError(f"modules_to_save entry {entry!r} matches no module. {_suggest(entry, names)}")
         found.extend(h for h in hits if h not in found)

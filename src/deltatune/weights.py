@@ -46,7 +46,7 @@ def linear_features(module: nn.Module) -> tuple[int, int]:
     if isinstance(module, nn.Linear):
         return module.in_features, module.out_features
     if is_transposed_linear(module):
-        in_features, out_features = module.weight.shape
+        in_features, out_features = base_weight(module).shape
         return int(in_features), int(out_features)
     raise TypeError(f"{type(module).__name__} is not a linear layer")
 

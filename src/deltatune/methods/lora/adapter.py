@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +47,17 @@ class LoraAdapter(Adapter):
         return f"r={self.r}, scaling={self.scaling:g}"
 
 
+def reset_factors(a: torch.Tensor, b: torch.Tensor, r: int, init: bool | str) -> None:
+    """True: A Kaiming-uniform, B = 0; "gaussian": A ~ N(0, 1/r), B = 0; False: leave both random."""
+    if init is False:
+        return
+    if init == "gaussian":
+        nn.init.normal_(a, std=1 / r)
+    else:
+        nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+    nn.init.zeros_(b)
+
+
 class LoraLinear(LoraAdapter):
     mixed_forward = staticmethod(mixed_linear)
 
@@ -55,13 +67,7 @@ class LoraLinear(LoraAdapter):
         self.lora_B = nn.Linear(r, out_features, bias=False)
 
     def reset(self, init: bool | str) -> None:
-        if init is False:
-            return
-        if init == "gaussian":
-            nn.init.normal_(self.lora_A.weight, std=1 / self.r)
-        else:
-            nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
-        nn.init.zeros_(self.lora_B.weight)
+        reset_factors(self.lora_A.weight, self.lora_B.weight, self.r, init)
 
     def add_delta(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         a = self.lora_A.weight
@@ -116,13 +122,13 @@ class LoraConv(LoraAdapter):
 
     def __init__(self, base: nn.Conv1d | nn.Conv2d | nn.Conv3d, r: int, alpha: float, dropout: float, rs: bool):
         super().__init__(r, alpha, dropout, rs)
-        conv = type(base)
+        conv: Any = type(base)  # the same ConvNd class as the base
         ones = (1,) * (base.weight.dim() - 2)
         self.lora_A = conv(base.in_channels, r, base.kernel_size, base.stride, base.padding, bias=False)
         self.lora_B = conv(r, base.out_channels, ones, ones, bias=False)
 
     def reset(self, init: bool | str) -> None:
-        LoraLinear.reset(self, init)  # type: ignore[arg-type]  (same rule on .weight of A and B)
+        reset_factors(self.lora_A.weight, self.lora_B.weight, self.r, init)
 
     def add_delta(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         a = self.lora_A.weight
@@ -142,7 +148,7 @@ def create_lora(base: nn.Module, name: str, config: LoraConfig) -> LoraAdapter: 
     # Build on the base's device: on "meta" nothing is allocated, so injection stays fast.
     with torch.device(weights.module_device(base)):
         adapter = _build(base, name, args)
-        adapter.reset(config.init_lora_weights)
+        adapter.reset(config.init_lora_weights)  # type: ignore[operator]
     return adapter.to(dtype=weights.adapter_dtype(base))
 
 

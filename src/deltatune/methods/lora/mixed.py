@@ -68,9 +68,7 @@ def mixed_linear(adapters: Sequence[Any], index: torch.Tensor, x: torch.Tensor, 
     return out + delta.view(out.shape).to(out.dtype)
 
 
-def mixed_embedding(
-    adapters: Sequence[Any], index: torch.Tensor, ids: torch.Tensor, out: torch.Tensor
-) -> torch.Tensor:
+def mixed_embedding(adapters: Sequence[Any], index: torch.Tensor, ids: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     a_all, b_all = _stack(adapters, "lora_embedding_A", "lora_embedding_B")  # (n, r, V), (n, D, r)
     n, r_max, vocab = a_all.shape
     table = a_all.transpose(1, 2).reshape(n * vocab, r_max)
