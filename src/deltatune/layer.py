@@ -106,8 +106,8 @@ class AdaptedLayer(nn.Module):
             return self.base_layer(x, *args, **kwargs)
         if rt.routing is not None:
             return self._mixed_forward(x, rt.routing, args, kwargs)
-        fn: Callable[[torch.Tensor], torch.Tensor] = functools.partial(self.base_layer, *(), **kwargs)
-        if args:
+        fn: Callable[[torch.Tensor], torch.Tensor] = self.base_layer
+        if args or kwargs:
             fn = functools.partial(_call_with_args, self.base_layer, args, kwargs)
         for name in rt.active:
             adapter = self.adapters._modules.get(name)
