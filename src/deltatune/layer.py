@@ -65,6 +65,9 @@ class Adapter(nn.Module):
     # Combines several adapters of this class in one op for a mixed batch:
     # (adapters aligned with Routing.names, None where absent; per-sample index; x; base output)
     mixed_forward: ClassVar[Callable[..., torch.Tensor] | None] = None
+    # Methods that read the base weight in forward (DoRA's norm, OFT on convolutions) set this
+    # and receive ``base=<the base module>``; they must not keep it between calls.
+    needs_base: ClassVar[bool] = False
 
     def forward(self, x: torch.Tensor, inner: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
@@ -112,7 +115,10 @@ class AdaptedLayer(nn.Module):
         for name in rt.active:
             adapter = self.adapters._modules.get(name)
             if adapter is not None and name not in self.merged:
-                fn = functools.partial(adapter, inner=fn)
+                if adapter.needs_base:
+                    fn = functools.partial(adapter, inner=fn, base=self.base_layer)
+                else:
+                    fn = functools.partial(adapter, inner=fn)
         return fn(x)
 
     def _mixed_forward(self, x: torch.Tensor, routing: Routing, args: tuple, kwargs: dict) -> torch.Tensor:
