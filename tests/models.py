@@ -91,7 +91,7 @@ class ModelCase:
     """A tiny model, how to feed it, and which of its modules are the test targets."""
 
     name: str
-    kind: str  # the layer kind exercised: linear, embedding, conv, gpt2_conv1d, transformer
+    kind: str  # the layer kind exercised: linear, embedding, conv1d/2d/3d, gpt2_conv1d, transformer
     build: Callable[[], nn.Module]
     inputs: Callable[[int], Any]  # batch size -> input
     targets: list[str] | str
@@ -124,9 +124,9 @@ def _floats(*shape: int) -> Callable[[int], torch.Tensor]:
 MODEL_CASES = [
     ModelCase("mlp", "linear", MLP, _floats(10), ["lin0", "lin1"]),
     ModelCase("embedding", "embedding", EmbeddingModel, _ids(50, 7), ["emb", "lin0"]),
-    ModelCase("conv1d", "conv", lambda: ConvModel(1), _floats(3, 12), ["conv0", "conv1"]),
-    ModelCase("conv2d", "conv", lambda: ConvModel(2), _floats(3, 8, 8), ["conv0", "conv1"]),
-    ModelCase("conv3d", "conv", lambda: ConvModel(3), _floats(3, 4, 6, 6), ["conv0", "conv1"]),
+    ModelCase("conv1d", "conv1d", lambda: ConvModel(1), _floats(3, 12), ["conv0", "conv1"]),
+    ModelCase("conv2d", "conv2d", lambda: ConvModel(2), _floats(3, 8, 8), ["conv0", "conv1"]),
+    ModelCase("conv3d", "conv3d", lambda: ConvModel(3), _floats(3, 4, 6, 6), ["conv0", "conv1"]),
     ModelCase("gpt2_conv1d", "gpt2_conv1d", GPT2Conv1DModel, _floats(5, 10), ["c_fc", "c_proj"]),
     ModelCase("llama", "transformer", tiny_llama, _ids(64, 9), "all-linear"),
 ]
