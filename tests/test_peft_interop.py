@@ -110,6 +110,7 @@ def _inputs(kind: str) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(2, VOCAB, (2, 7), generator=g)
     if kind.startswith("bert"):
+        ids[1, -2:] = 0  # padding: the embedding's padding_idx
         mask = torch.ones_like(ids)
         mask[1, -2:] = 0
         return {"input_ids": ids, "attention_mask": mask}
@@ -141,17 +142,23 @@ class Case:
     id: str
     model: str
     adapters: dict[str, dict[str, Any]]  # adapter name -> LoraConfig kwargs (the same for both libraries)
-    # test function name -> reason: a known deltatune bug outside checkpoint/targeting (strict xfail).
-    bugs: dict[str, str] = dataclasses.field(default_factory=dict)
 
-
-_TOKEN_CLS_BUG = (
-    "model.py add_adapter adds the task head to modules_to_save only for SEQ_CLS; PEFT also does it "
-    "for TOKEN_CLS (classifier/score) and QUESTION_ANS (qa_outputs)"
-)
 
 CASES = [
-    Case("llama-qv", "llama", {"default": dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")}),
+    Case(
+        "llama-qv",
+        "llama",
+        {
+            "default": dict(
+                r=4,
+                lora_alpha=8,
+                lora_dropout=0.1,
+                init_lora_weights="gaussian",
+                target_modules=["q_proj", "v_proj"],
+                task_type="CAUSAL_LM",
+            )
+        },
+    ),
     Case(
         "llama-rslora-patterns",
         "llama",
@@ -178,7 +185,26 @@ CASES = [
         "llama",
         {"default": dict(r=4, lora_alpha=4, target_modules=["q_proj", "v_proj"], modules_to_save=["lm_head", "norm"])},
     ),
-    Case("llama-bias-lora-only", "llama", {"default": dict(r=2, target_modules=["q_proj", "k_proj"], bias="lora_only")}),
+    Case(
+        "llama-layers-exclude",
+        "llama",
+        {
+            "default": dict(
+                r=2,
+                target_modules=["q_proj", "v_proj", "gate_proj", "up_proj"],
+                layers_to_transform=[1],
+                layers_pattern="layers",
+                exclude_modules=["up_proj"],
+            )
+        },
+    ),
+    Case("bert-all-linear", "bert", {"default": dict(r=2, target_modules="all-linear", task_type="SEQ_CLS")}),
+    Case("gpt2-all-linear-auto-fan-in", "gpt2", {"default": dict(r=2, target_modules="all-linear")}),
+    Case("t5-all-linear", "t5", {"default": dict(r=2, target_modules="all-linear", task_type="SEQ_2_SEQ_LM")}),
+    Case("t5-shared", "t5", {"default": dict(r=2, target_modules=["shared", "q"])}),
+    Case(
+        "llama-bias-lora-only", "llama", {"default": dict(r=2, target_modules=["q_proj", "k_proj"], bias="lora_only")}
+    ),
     Case("llama-other-name", "llama", {"task_a": dict(r=4, lora_alpha=16, target_modules=["v_proj", "up_proj"])}),
     Case("bert-seq-cls", "bert", {"default": dict(r=4, lora_alpha=8, task_type="SEQ_CLS")}),
     Case(
@@ -190,17 +216,28 @@ CASES = [
         },
     ),
     Case("bert-bias-all", "bert", {"default": dict(r=2, task_type="SEQ_CLS", target_modules=["query"], bias="all")}),
-    Case("bert-embedding", "bert", {"default": dict(r=2, target_modules=["word_embeddings", "query"], task_type="SEQ_CLS")}),
+    Case(
+        "bert-embedding",
+        "bert",
+        {"default": dict(r=2, target_modules=["word_embeddings", "query"], task_type="SEQ_CLS")},
+    ),
     Case(
         "bert-token-cls",
         "bert_tokens",
         {"default": dict(r=2, lora_alpha=4, target_modules=["query", "value"], task_type="TOKEN_CLS")},
-        bugs={"test_deltatune_to_peft": _TOKEN_CLS_BUG, "test_same_files_and_keys": _TOKEN_CLS_BUG},
     ),
     Case(
         "gpt2-conv1d",
         "gpt2",
-        {"default": dict(r=4, lora_alpha=8, target_modules=["c_attn", "c_proj", "c_fc"], fan_in_fan_out=True, task_type="CAUSAL_LM")},
+        {
+            "default": dict(
+                r=4,
+                lora_alpha=8,
+                target_modules=["c_attn", "c_proj", "c_fc"],
+                fan_in_fan_out=True,
+                task_type="CAUSAL_LM",
+            )
+        },
     ),
     Case(
         "gpt2-wte-two-adapters",
@@ -250,7 +287,7 @@ def folder_of(root: Path, name: str) -> Path:
 def saved_keys(folder: Path) -> dict[str, tuple[int, ...]]:
     with safe_open(folder / "adapter_model.safetensors", framework="pt") as f:
         assert f.metadata() == {"format": "pt"}
-        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
 
 
 def peft_train(case: Case, folder: Path, **save_kwargs: Any) -> dict[str, torch.Tensor]:
@@ -299,25 +336,22 @@ def check_outputs(model: Any, case: Case, refs: dict[str, torch.Tensor], base_ou
     for name, ref in refs.items():
         assert not torch.allclose(ref, base_out, atol=1e-3), f"adapter {name!r} does not change the output"
         model.set_adapter(name)
-        torch.testing.assert_close(logits(model, case.model), ref, atol=ATOL, rtol=0, msg=lambda m: f"{name}: {m}")
-
-
-def mark_known_bugs(request: pytest.FixtureRequest, case: Case) -> None:
-    reason = case.bugs.get(request.function.__name__)
-    if reason:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+        torch.testing.assert_close(
+            logits(model, case.model), ref, atol=ATOL, rtol=0, msg=lambda m, name=name: f"{name}: {m}"
+        )
 
 
 # ------------------------------------------------------------------------------------ tests
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_peft_to_deltatune(case: Case, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    mark_known_bugs(request, case)
     base_out = logits(fresh_base(case.model), case.model)
     refs = peft_train(case, tmp_path)
     first, *others = case.adapters
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = dt.DeltaModel.from_pretrained(fresh_base(case.model), tmp_path, adapter_name=first, subfolder=subfolder(first))
+        model = dt.DeltaModel.from_pretrained(
+            fresh_base(case.model), tmp_path, adapter_name=first, subfolder=subfolder(first)
+        )
         for name in others:
             model.load_adapter(tmp_path, adapter_name=name, subfolder=subfolder(name))
     # A config written by this PEFT version holds no key that deltatune does not know.
@@ -334,7 +368,6 @@ def test_peft_to_deltatune(case: Case, tmp_path: Path, request: pytest.FixtureRe
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_deltatune_to_peft(case: Case, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    mark_known_bugs(request, case)
     base_out = logits(fresh_base(case.model), case.model)
     refs = dt_train(case, tmp_path)
     for name, kwargs in case.adapters.items():
@@ -345,14 +378,14 @@ def test_deltatune_to_peft(case: Case, tmp_path: Path, request: pytest.FixtureRe
             "adapter_model.safetensors",
         ]
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # deltatune_version: see test_peft_reads_config_without_warnings
+            warnings.simplefilter("error")  # PEFT reads our config without complaint
             config = peft.PeftConfig.from_pretrained(str(folder))
         assert isinstance(config, peft.LoraConfig)
         assert config.peft_type == peft.PeftType.LORA
         assert config.inference_mode is True
         for key, value in kwargs.items():
             got = getattr(config, key)
-            if key == "target_modules" and isinstance(value, list):
+            if isinstance(value, list):  # PEFT keeps module lists as sets
                 got, value = sorted(got), sorted(value)
             if key == "target_modules" and value == "all-linear":
                 continue  # written as the list of what it selected; the key test proves it is the same
@@ -392,7 +425,6 @@ def test_same_files_and_keys(case: Case, tmp_path: Path, request: pytest.Fixture
     PEFT's save_embedding_layers="auto" also saves the full base embedding matrices when an
     embedding is adapted; deltatune saves only the adapter, so PEFT saves without them here.
     """
-    mark_known_bugs(request, case)
     peft_train(case, tmp_path / "peft", save_embedding_layers=False)
     dt_train(case, tmp_path / "dt")
     names = {n for n, _ in fresh_base(case.model).named_modules()}
@@ -414,11 +446,44 @@ def test_same_files_and_keys(case: Case, tmp_path: Path, request: pytest.Fixture
         assert real(ours_cfg["modules_to_save"]) == real(theirs_cfg["modules_to_save"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config.py AdapterConfig.to_dict writes 'deltatune_version' into adapter_config.json; PEFT "
-    "warns 'Unexpected keyword arguments [deltatune_version] ... upgrade the PEFT version'",
-)
+CASES_BY_ID = {c.id: c for c in CASES}
+
+
+@pytest.mark.parametrize("case_id", ["llama-qv", "bert-seq-cls"])
+def test_peft_pickle_checkpoint_loads(case_id: str, tmp_path: Path) -> None:
+    """PEFT's legacy adapter_model.bin (safe_serialization=False) loads with weights_only=True."""
+    case = CASES_BY_ID[case_id]
+    refs = peft_train(case, tmp_path, safe_serialization=False)
+    assert (tmp_path / "adapter_model.bin").is_file() and not (tmp_path / "adapter_model.safetensors").exists()
+    model = dt.DeltaModel.from_pretrained(fresh_base(case.model), tmp_path)
+    torch.testing.assert_close(logits(model, case.model), refs["default"], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("case_id", ["llama-qv", "gpt2-conv1d"])
+def test_peft_saved_embedding_layers_load(case_id: str, tmp_path: Path) -> None:
+    """save_embedding_layers=True adds the full input and output embeddings; on GPT-2 they are
+    one tied tensor saved under two names ("transformer.wte.weight" and "lm_head.weight")."""
+    case = CASES_BY_ID[case_id]
+    refs = peft_train(case, tmp_path, save_embedding_layers=True)
+    assert "base_model.model.lm_head.weight" in saved_keys(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "The checkpoint also sets 2 base-model tensors"
+        model = dt.DeltaModel.from_pretrained(fresh_base(case.model), tmp_path)
+    torch.testing.assert_close(logits(model, case.model), refs["default"], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("case_id", ["llama-qv", "bert-seq-cls", "gpt2-conv1d"])
+def test_transformers_load_adapter(case_id: str, tmp_path: Path) -> None:
+    """transformers' own PeftAdapterMixin.load_adapter reads deltatune's folder."""
+    case = CASES_BY_ID[case_id]
+    refs = dt_train(case, tmp_path)
+    base = fresh_base(case.model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base.load_adapter(str(tmp_path))
+    torch.testing.assert_close(logits(base, case.model), refs["default"], atol=ATOL, rtol=0)
+
+
 def test_peft_reads_config_without_warnings(tmp_path: Path) -> None:
     model = dt.wrap(fresh_base("llama"), dt.LoraConfig(r=2, target_modules=["q_proj"]))
     model.save_pretrained(tmp_path)

@@ -174,8 +174,9 @@ def load_weights(model: DeltaModel, adapter_name: str, folder: str | os.PathLike
         loaded.pop(key, None)
     # Base-model tensors by their key without ".base_layer.": PEFT names a base tensor after its
     # own wrapping (e.g. "q_proj.base_layer.bias" for a layer that another adapter adapts),
-    # which need not be the wrapping this model has now.
-    base = {_plain_key(f"{PREFIX}{k}"): p for k, p in model.model.named_parameters()}
+    # which need not be the wrapping this model has now. Tied tensors answer to every name
+    # (PEFT's save_embedding_layers writes both "embed_tokens.weight" and "lm_head.weight").
+    base = {_plain_key(f"{PREFIX}{k}"): p for k, p in model.model.named_parameters(remove_duplicate=False)}
     missing = [k for k in expected if k not in loaded]
     extra = [k for k in loaded if k not in expected]
     if missing:

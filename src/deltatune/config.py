@@ -78,15 +78,15 @@ class AdapterConfig:
 
     # ----------------------------------------------------------------------------- JSON form
     def to_dict(self) -> dict[str, Any]:
-        """The config as PEFT writes it in adapter_config.json."""
-        from deltatune import __version__
+        """The config as PEFT writes it in adapter_config.json.
 
+        deltatune's version goes into the model card, not here: PEFT warns on keys it does not know.
+        """
         out: dict[str, Any] = {"peft_type": self.peft_type}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             is_record = dataclasses.is_dataclass(value) and not isinstance(value, type)
             out[f.name] = dataclasses.asdict(value) if is_record else value  # type: ignore[arg-type]
-        out["deltatune_version"] = __version__
         return out
 
     @classmethod

@@ -18,7 +18,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from deltatune import targeting
+from deltatune import targeting, weights
 from deltatune.config import AdapterConfig
 from deltatune.errors import AdapterNameError, ConfigError, DeltatuneError, MergeError
 from deltatune.integrations import transformers as hf
@@ -80,17 +80,19 @@ class DeltaModel(nn.Module):
             raise ConfigError(f"Expected an adapter config such as LoraConfig, got {type(config).__name__}.")
         config = copy.deepcopy(config)
         method = method_for_config(config)
-        if config.task_type == "SEQ_CLS":
-            heads = [
-                h for h in hf.SEQ_CLS_HEADS if any(targeting.suffix_match(n, h) for n, _ in targeting.walk(self.model))
-            ]
+        if config.task_type in hf.TASK_HEADS:
+            names = [n for n, _ in targeting.walk(self.model)]
+            heads = [h for h in hf.TASK_HEADS[config.task_type] if any(n.endswith(h) for n in names)]
             config.modules_to_save = list(dict.fromkeys([*(config.modules_to_save or []), *heads]))
         spec = targeting.resolve_target_spec(self.model, config)
         names = targeting.find_targets(self.model, config, method, strict=strict_targets)
         saved = targeting.find_saved_modules(self.model, config.modules_to_save)
         modules = dict(targeting.walk(self.model))
         # Build every adapter before touching the model, so a failure leaves it unchanged.
-        created = {n: method.create(targeting.unwrap(modules[n]), n, config) for n in names}
+        bases = {n: targeting.unwrap(modules[n]) for n in names}
+        created = {n: method.create(bases[n], n, config) for n in names}
+        if hasattr(config, "fan_in_fan_out") and any(weights.is_transposed_linear(m) for m in bases.values()):
+            config.fan_in_fan_out = True  # what PEFT writes for GPT-2 Conv1D layers (detected here anyway)
         if config.target_modules is None or (isinstance(spec, str) and spec.lower() == targeting.ALL_LINEAR):
             config.target_modules = targeting.compact_targets(self.model, names)
         if config.base_model_name_or_path is None:

@@ -192,7 +192,7 @@ def find_saved_modules(model: nn.Module, modules_to_save: list[str] | None) -> l
     names = [name for name, _ in walk(model)]
     for entry in modules_to_save or []:
         hits = [n for n in names if n.endswith(entry) and not any(n.startswith(f + ".") for f in found)]
-        if not hits and entry in hf.SEQ_CLS_HEADS:
+        if not hits and any(entry in heads for heads in hf.TASK_HEADS.values()):
             # PEFT writes both head names ("classifier", "score") for every classification
             # model, and a model has only one of them.
             continue

@@ -56,8 +56,12 @@ DEFAULT_LORA_TARGETS: dict[str, list[str]] = {
     "deberta-v2": ["query_proj", "value_proj"],
     "deberta": ["in_proj"],
 }
-# Heads that PEFT trains in full for sequence classification ("SEQ_CLS").
-SEQ_CLS_HEADS = ("classifier", "score")
+# Task heads trained in full and saved with the adapter, by task_type (as PEFT does).
+TASK_HEADS: dict[str, tuple[str, ...]] = {
+    "SEQ_CLS": ("classifier", "score"),
+    "TOKEN_CLS": ("classifier", "score"),
+    "QUESTION_ANS": ("qa_outputs",),
+}
 
 
 def model_type(model: nn.Module) -> str | None:
