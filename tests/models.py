@@ -130,3 +130,40 @@ MODEL_CASES = [
     ModelCase("gpt2_conv1d", "gpt2_conv1d", GPT2Conv1DModel, _floats(5, 10), ["c_fc", "c_proj"]),
     ModelCase("llama", "transformer", tiny_llama, _ids(64, 9), "all-linear"),
 ]
+
+
+# ---- norms, tied embeddings (LN tuning, trainable tokens, bias tuning, bottleneck adapters)
+class NormModel(nn.Module):
+    """Dense layers with a LayerNorm (weight and bias) and an RMSNorm (weight only) between them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin0 = nn.Linear(10, 16)
+        self.ln = nn.LayerNorm(16)
+        self.act = nn.ReLU()
+        self.lin1 = nn.Linear(16, 8)
+        self.rms = nn.RMSNorm(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rms(self.lin1(self.act(self.ln(self.lin0(x)))))
+
+
+def tiny_llama_tied(vocab: int = 64) -> nn.Module:
+    model = tiny_llama(vocab)
+    model.config.tie_word_embeddings = True
+    model.tie_weights()
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    return model
+
+
+MODEL_CASES += [
+    ModelCase("norm", "norm", NormModel, _floats(10), ["ln", "rms"]),
+    ModelCase(
+        "llama_norms",
+        "transformer_norm",
+        tiny_llama,
+        _ids(64, 9),
+        ["input_layernorm", "post_attention_layernorm", "norm"],
+    ),
+    ModelCase("llama_tied", "tied_embedding", tiny_llama_tied, _ids(64, 9), ["embed_tokens"]),
+]

@@ -12,8 +12,8 @@ from tests.models import MODEL_CASES, ModelCase
 import deltatune as dt
 
 MATRIX = [
-    pytest.param(method, model, id=f"{method.peft_type}-{model.name}")
-    for method in METHOD_CASES.values()
+    pytest.param(method, model, id=f"{key}-{model.name}")
+    for key, method in METHOD_CASES.items()
     for model in MODEL_CASES
     if model.kind in method.kinds
 ]
@@ -21,13 +21,16 @@ MIXED = [p for p in MATRIX if p.values[0].mixed_batches]
 
 
 def test_every_registered_method_has_cases() -> None:
-    assert set(dt.registered_methods()) == set(METHOD_CASES)
+    # Variants of a method (e.g. LoRA with DoRA) are extra cases of the same peft_type.
+    assert set(dt.registered_methods()) == {case.peft_type for case in METHOD_CASES.values()}
 
 
 def _wrapped(method: MethodCase, case: ModelCase, identity: bool = False, variant: int = 0):
     base = case.make()
     reference = copy.deepcopy(base)
     model = dt.wrap(base, method.config(case.targets, identity, variant))
+    if not identity and method.randomize is not None:
+        method.randomize(model)
     return reference, model.eval()
 
 
@@ -65,7 +68,7 @@ def test_merge_equals_unmerged_and_unmerge_restores(method: MethodCase, case: Mo
     torch.testing.assert_close(case.run(model, x), adapted, atol=1e-5, rtol=1e-5)
     model.unmerge_adapter()
     torch.testing.assert_close(case.run(model, x), adapted, atol=1e-5, rtol=1e-5)
-    base_weights = dict(reference.named_parameters())
+    base_weights = dict(reference.named_parameters(remove_duplicate=False))  # tied weights under each name
     for name, layer in model.adapted_layers():
         for pname, param in layer.base_layer.named_parameters():
             torch.testing.assert_close(param, base_weights[f"{name}.{pname}"], atol=1e-6, rtol=0)

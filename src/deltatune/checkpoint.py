@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 WEIGHTS_NAME = "adapter_model.safetensors"
 PICKLE_WEIGHTS_NAME = "adapter_model.bin"
 PREFIX = "base_model.model."
+SHARED_PREFIX = "base_model."  # tensors shared by all layers of an adapter, e.g. "base_model.vera_A"
 _CARD_MARK = "<!-- written by deltatune -->"
 
 
@@ -46,12 +47,33 @@ def adapter_state(model: DeltaModel, adapter_name: str) -> dict[str, torch.Tenso
         for key, param in model.model.named_parameters(remove_duplicate=False):
             if id(param) in biases:
                 state[f"{PREFIX}{key}"] = param
+    shared = model.shared_by_adapter._modules.get(adapter_name)
+    if shared is not None:  # its non-persistent buffers are left out (e.g. VeRA's save_projection=False)
+        for key, tensor in shared.state_dict(keep_vars=True).items():
+            state[f"{SHARED_PREFIX}{key}"] = tensor
     return state
 
 
+def _rebuilt_shared(model: DeltaModel, adapter_name: str) -> dict[str, torch.Tensor]:
+    """Shared buffers, saved or not: create_shared rebuilt them from the config, so a checkpoint may omit them."""
+    shared = model.shared_by_adapter._modules.get(adapter_name)
+    if shared is None:
+        return {}
+    return {f"{SHARED_PREFIX}{key}": buffer for key, buffer in shared.named_buffers()}
+
+
 # --------------------------------------------------------------------------------- saving
-def save_adapter(model: DeltaModel, adapter_name: str, folder: str | os.PathLike[str]) -> None:
-    """Write one adapter to ``folder``. Each file is written atomically (temp file + rename)."""
+def save_adapter(
+    model: DeltaModel,
+    adapter_name: str,
+    folder: str | os.PathLike[str],
+    initial_folder: str | os.PathLike[str] | None = None,
+) -> None:
+    """Write one adapter to ``folder``. Each file is written atomically (temp file + rename).
+
+    With ``initial_folder`` (the adapter saved right after a PiSSA/OLoRA init) it is written as
+    the plain LoRA that gives the same model on the original base weights.
+    """
     from safetensors.torch import save_file
 
     target = Path(folder)
@@ -62,6 +84,10 @@ def save_adapter(model: DeltaModel, adapter_name: str, folder: str | os.PathLike
         raise CheckpointError("The adapter is on the meta device; materialise the model before saving.")
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in live.items()}
     config = _config_for_saving(model.peft_config[adapter_name])
+    if initial_folder is not None:
+        from deltatune.methods.lora.init import convert_to_plain_lora
+
+        tensors, config = convert_to_plain_lora(model, adapter_name, tensors, config, initial_folder)
     atomic_write(target / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     config.save(target)
     card = target / "README.md"
@@ -169,7 +195,8 @@ def read_tensors(folder: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 def load_weights(model: DeltaModel, adapter_name: str, folder: str | os.PathLike[str]) -> None:
     """Fill adapter ``adapter_name`` from ``folder``; every check passes before anything is written."""
     loaded = read_tensors(folder)
-    expected = adapter_state(model, adapter_name)
+    optional = _rebuilt_shared(model, adapter_name)
+    expected = {**optional, **adapter_state(model, adapter_name)}
     for key in _peft_duplicates(model, adapter_name):
         loaded.pop(key, None)
     # Base-model tensors by their key without ".base_layer.": PEFT names a base tensor after its
@@ -177,7 +204,7 @@ def load_weights(model: DeltaModel, adapter_name: str, folder: str | os.PathLike
     # which need not be the wrapping this model has now. Tied tensors answer to every name
     # (PEFT's save_embedding_layers writes both "embed_tokens.weight" and "lm_head.weight").
     base = {_plain_key(f"{PREFIX}{k}"): p for k, p in model.model.named_parameters(remove_duplicate=False)}
-    missing = [k for k in expected if k not in loaded]
+    missing = [k for k in expected if k not in loaded and k not in optional]
     extra = [k for k in loaded if k not in expected]
     if missing:
         filled = len(expected) - len(missing)

@@ -4,7 +4,8 @@ The protocol between a layer and its adapters is one call: ``adapter(x, inner)``
 computes the layer below (the base module, or the adapters stacked under this one). An additive
 method returns ``inner(x) + delta(x)``; a method that scales the input returns
 ``inner(x * s)``; a method that edits the weight calls the base functionally. Merging goes
-through ``merge_into`` / ``unmerge_from`` on the canonical weight (see ``weights.py``).
+through ``merge_into`` / ``unmerge_from`` on the canonical weight (see ``weights.py``), or, for
+methods that change more than that weight, through the adapter's own ``merge_module`` hook.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ class Adapter(nn.Module):
     """
 
     # Combines several adapters of this class in one op for a mixed batch:
-    # (adapters aligned with Routing.names, None where absent; per-sample index; x; base output)
+    # (adapters aligned with Routing.names, None where absent; per-sample index; x; base output;
+    #  base=the base module, for methods that read its weight, e.g. DoRA)
     mixed_forward: ClassVar[Callable[..., torch.Tensor] | None] = None
     # Methods that read the base weight in forward (DoRA's norm, OFT on convolutions) set this
     # and receive ``base=<the base module>``; they must not keep it between calls.
@@ -81,6 +83,26 @@ class Adapter(nn.Module):
 
     def unmerge_from(self, weight: torch.Tensor) -> torch.Tensor:
         return weight - self.delta_weight().to(weight.dtype)
+
+    # Methods whose output change reaches the base bias (IA3 scales the whole output) edit it too;
+    # the others return the bias they were given, the same object, and the bias is not written.
+    def merge_bias(self, bias: torch.Tensor) -> torch.Tensor:
+        return bias
+
+    def unmerge_bias(self, bias: torch.Tensor) -> torch.Tensor:
+        return bias
+
+    # Methods whose merge is not an edit of the one canonical weight (a tuned copy of a whole
+    # norm, replaced embedding rows, a bias delta) set ``merges_module`` and fold themselves into
+    # the base module with ``merge_module``, keeping what ``unmerge_module`` needs to restore it.
+    # With ``safe`` they check the new values with ``weights.check_finite`` before writing any.
+    merges_module: ClassVar[bool] = False
+
+    def merge_module(self, base: nn.Module, safe: bool = False) -> None:
+        raise MergeError(f"{type(self).__name__} cannot be merged into the base module.")
+
+    def unmerge_module(self, base: nn.Module) -> None:
+        raise MergeError(f"{type(self).__name__} cannot be unmerged from the base module.")
 
 
 class AdaptedLayer(nn.Module):
@@ -138,34 +160,98 @@ class AdaptedLayer(nn.Module):
             names = sorted({type(a).__name__ for a in present})
             raise DeltatuneError(
                 f"A mixed batch cannot combine adapters of type {names} on one layer; "
-                "mixed batches support LoRA adapters (without DoRA). Run these adapters in separate batches."
+                "mixed batches support LoRA adapters (DoRA included). Run these adapters in separate batches."
             )
         index = routing.index_for(x.shape[0], x.device)
-        return kind.mixed_forward(used, index, x, out)
+        return kind.mixed_forward(used, index, x, out, base=self.base_layer)
 
     # ----------------------------------------------------------------------------- merging
     def merge(self, names: list[str], safe: bool = False) -> None:
-        """Fold the named adapters (those on this layer, not yet merged) into the base weight."""
+        """Fold the named adapters (those on this layer, not yet merged) into the base layer, in order.
+
+        Consecutive adapters that edit the weight share one read and one write of it; adapters
+        that merge themselves (``merges_module``) run their own hook in between. If one fails, the
+        ones this call merged are undone, so the layer is never left half-merged.
+        """
         todo = [n for n in names if n in self.adapters and n not in self.merged]
         if not todo:
             return
-        weight = weights.read_weight(self.base_layer)
-        new = weight.detach().to(torch.float32 if weight.dtype != torch.float64 else weight.dtype)
-        for name in todo:
-            new = self._adapter(name).merge_into(new)
-        weights.write_weight(self.base_layer, new, safe=safe, what=f"adapters {todo}")
-        self.merged.extend(todo)
+        start = len(self.merged)
+        try:
+            for by_module, run in self._runs(todo):
+                if by_module:
+                    for name in run:
+                        self._adapter(name).merge_module(self.base_layer, safe=safe)
+                        self.merged.append(name)
+                else:
+                    self._merge_weight(run, safe)
+                    self.merged.extend(run)
+        except BaseException:
+            self._unwind(len(self.merged) - start)
+            raise
 
     def unmerge(self) -> None:
         """Undo every merge, newest first, so stacked methods unwind in the right order."""
-        if not self.merged:
+        self._unwind(len(self.merged))
+
+    def _unwind(self, count: int) -> None:
+        """Unmerge the ``count`` newest merged adapters, newest first."""
+        if count <= 0:
             return
+        newest_first = list(reversed(self.merged[-count:]))
+        for by_module, run in self._runs(newest_first):
+            if by_module:
+                for name in run:
+                    self._adapter(name).unmerge_module(self.base_layer)
+                    self.merged.pop()
+            else:
+                self._unmerge_weight(run)
+                del self.merged[-len(run) :]
+
+    def _runs(self, names: list[str]) -> list[tuple[bool, list[str]]]:
+        """``names`` cut into runs of consecutive adapters that merge the same way (by module or not)."""
+        runs: list[tuple[bool, list[str]]] = []
+        for name in names:
+            by_module = self._adapter(name).merges_module
+            if runs and runs[-1][0] == by_module:
+                runs[-1][1].append(name)
+            else:
+                runs.append((by_module, [name]))
+        return runs
+
+    def _merge_weight(self, todo: list[str], safe: bool) -> None:
         weight = weights.read_weight(self.base_layer)
         new = weight.detach().to(torch.float32 if weight.dtype != torch.float64 else weight.dtype)
-        for name in reversed(self.merged):
+        bias, new_bias = self._bias_start(new.dtype)
+        for name in todo:
+            new = self._adapter(name).merge_into(new)
+            if new_bias is not None:
+                new_bias = self._adapter(name).merge_bias(new_bias)
+        if safe and new_bias is not bias and new_bias is not None:
+            weights.check_finite(self.base_layer, new_bias, what=f"adapters {todo}")
+        weights.write_weight(self.base_layer, new, safe=safe, what=f"adapters {todo}")
+        if new_bias is not bias and new_bias is not None:
+            weights.write_bias(self.base_layer, new_bias)
+
+    def _unmerge_weight(self, newest_first: list[str]) -> None:
+        weight = weights.read_weight(self.base_layer)
+        new = weight.detach().to(torch.float32 if weight.dtype != torch.float64 else weight.dtype)
+        bias, new_bias = self._bias_start(new.dtype)
+        for name in newest_first:
             new = self._adapter(name).unmerge_from(new)
+            if new_bias is not None:
+                new_bias = self._adapter(name).unmerge_bias(new_bias)
         weights.write_weight(self.base_layer, new)
-        self.merged.clear()
+        if new_bias is not bias and new_bias is not None:
+            weights.write_bias(self.base_layer, new_bias)
+
+    def _bias_start(self, dtype: torch.dtype) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The base bias in the merge dtype, twice: as the start and as the value adapters edit."""
+        bias = weights.base_bias(self.base_layer)
+        if bias is None:
+            return None, None
+        start = bias.detach().to(dtype)
+        return start, start
 
     def _adapter(self, name: str) -> Adapter:
         return cast(Adapter, self.adapters[name])

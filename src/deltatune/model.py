@@ -57,6 +57,9 @@ class DeltaModel(nn.Module):
         self.peft_config: dict[str, AdapterConfig] = {}
         self._runtime = Runtime()
         self._warned_frozen = False
+        # adapter name -> tensors all layers of that adapter share (see registry.Method.create_shared).
+        # Not "shared": that name would hide e.g. T5's ``model.shared`` embedding from users.
+        self.shared_by_adapter = nn.ModuleDict()
         for param in model.parameters():
             param.requires_grad_(False)
 
@@ -90,7 +93,9 @@ class DeltaModel(nn.Module):
         modules = dict(targeting.walk(self.model))
         # Build every adapter before touching the model, so a failure leaves it unchanged.
         bases = {n: targeting.unwrap(modules[n]) for n in names}
-        created = {n: method.create(bases[n], n, config) for n in names}
+        shared = None if method.create_shared is None else method.create_shared(self.model, config, bases)
+        extra: dict[str, Any] = {} if method.create_shared is None else {"shared": shared}
+        created = {n: method.create(bases[n], n, config, **extra) for n in names}
         if hasattr(config, "fan_in_fan_out") and any(weights.is_transposed_linear(m) for m in bases.values()):
             config.fan_in_fan_out = True  # what PEFT writes for GPT-2 Conv1D layers (detected here anyway)
         if config.target_modules is None or (isinstance(spec, str) and spec.lower() == targeting.ALL_LINEAR):
@@ -101,6 +106,8 @@ class DeltaModel(nn.Module):
             self._layer_at(name, modules[name]).adapters[adapter_name] = adapter
         for name in saved:
             self._saved_at(name, modules[name]).add(adapter_name)
+        if shared is not None:
+            self.shared_by_adapter[adapter_name] = shared
         self.peft_config[adapter_name] = config
         self._update_trainable()
 
@@ -150,6 +157,8 @@ class DeltaModel(nn.Module):
                 del wrapper.modules_to_save[adapter_name]
                 if not len(wrapper.modules_to_save):
                     _replace(self.model, path, wrapper.original_module)
+        if adapter_name in self.shared_by_adapter:
+            del self.shared_by_adapter[adapter_name]
         del self.peft_config[adapter_name]
         self._runtime.active = tuple(n for n in self._runtime.active if n != adapter_name)
         self._update_trainable()
@@ -185,6 +194,9 @@ class DeltaModel(nn.Module):
             copy_ = wrapper.modules_to_save._modules.get(adapter_name)
             if copy_ is not None:
                 yield from copy_.parameters()
+        shared = self.shared_by_adapter._modules.get(adapter_name)
+        if shared is not None:
+            yield from shared.parameters()
         yield from self._bias_parameters(adapter_name)
 
     def _bias_parameters(self, adapter_name: str) -> Iterator[nn.Parameter]:
@@ -211,7 +223,7 @@ class DeltaModel(nn.Module):
 
     def get_nb_trainable_parameters(self) -> tuple[int, int]:
         """(trainable parameters, all parameters) of the whole model, adapters included."""
-        params = {id(p): p for p in self.model.parameters()}.values()
+        params = {id(p): p for p in self.parameters()}.values()  # the model's and the shared tensors
         trainable = sum(p.numel() for p in params if p.requires_grad)
         return trainable, sum(p.numel() for p in params)
 
@@ -315,6 +327,7 @@ class DeltaModel(nn.Module):
         for path, wrapper in list(self.saved_modules()):
             _replace(self.model, path, wrapper.current() if keep_trained_copies else wrapper.original_module)
         self.peft_config.clear()
+        self.shared_by_adapter.clear()
         self._runtime.active = ()
         return self.model
 
@@ -323,9 +336,18 @@ class DeltaModel(nn.Module):
 
     # ----------------------------------------------------------------------------- files
     def save_pretrained(
-        self, save_directory: str | os.PathLike[str], selected_adapters: Sequence[str] | None = None, **_: Any
+        self,
+        save_directory: str | os.PathLike[str],
+        selected_adapters: Sequence[str] | None = None,
+        path_initial_model_for_weight_conversion: str | os.PathLike[str] | None = None,
+        **_: Any,
     ) -> None:
-        """Write adapters in PEFT's layout: "default" at the root, others in ``<dir>/<name>/``."""
+        """Write adapters in PEFT's layout: "default" at the root, others in ``<dir>/<name>/``.
+
+        ``path_initial_model_for_weight_conversion``: the folder of a PiSSA/OLoRA adapter as saved
+        right after its init; the adapter is then saved as a plain LoRA (rank 2r) for the original
+        base weights (see ``methods/lora/init.py``).
+        """
         from deltatune.checkpoint import save_adapter
 
         names = list(self.peft_config if selected_adapters is None else selected_adapters)
@@ -333,7 +355,7 @@ class DeltaModel(nn.Module):
             self._require(name)
         for name in names:
             folder = os.path.join(save_directory, name) if name != "default" else os.fspath(save_directory)
-            save_adapter(self, name, folder)
+            save_adapter(self, name, folder, path_initial_model_for_weight_conversion)
 
     @classmethod
     def from_pretrained(

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 # (base module, its full name in the model, the config) -> a new adapter for that module.
 AdapterFactory = Callable[["nn.Module", str, "AdapterConfig"], "Adapter"]
+# (the model, the config, {name: base module} of every target) -> a module holding the tensors
+# that all layers of one adapter share (e.g. VeRA's random projections), or None.
+SharedFactory = Callable[["nn.Module", "AdapterConfig", "dict[str, nn.Module]"], "nn.Module | None"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,11 @@ class Method:
     supports: Callable[[nn.Module], bool]
     # Module types the method can adapt, as plain words for error messages.
     layer_types: tuple[str, ...]
+    # Optional. When set, it runs once per adapter before the per-layer factories, its module
+    # is kept in DeltaModel.shared_by_adapter[adapter name], and ``create`` gets it as ``shared=``.
+    # Its state_dict saves as ``base_model.<key>``; its buffers (rebuilt from the config) may
+    # be absent from a checkpoint, its parameters may not.
+    create_shared: SharedFactory | None = None
 
 
 _METHODS: dict[str, Method] = {}

@@ -89,10 +89,10 @@ def is_saved_module(name: str, modules_to_save: list[str] | None) -> bool:
 
 
 def resolve_target_spec(model: nn.Module, config: AdapterConfig) -> str | list[str]:
-    """target_modules with None replaced by the model type's default."""
+    """target_modules with None replaced by the default of the config's method for this model."""
     if config.target_modules is not None:
         return config.target_modules
-    default = hf.default_targets(model)
+    default = hf.default_targets(model, config)
     if default is None:
         kind = hf.model_type(model) or type(model).__name__
         raise TargetError(
@@ -142,6 +142,11 @@ def find_targets(model: nn.Module, config: AdapterConfig, method: Method, *, str
         if config.exclude_modules is not None and _matches(config.exclude_modules, name):
             continue
         selected.append(name)
+    tied_head = hf.tied_output_head(model) if getattr(config, "follows_tied_head", False) else None
+    if tied_head is not None and hf.input_embedding_name(model) in selected:
+        # A method that edits embedding rows (trainable tokens) must reach the LM head tied to
+        # them: the head is adapted too, after the embedding, so its adapter can share the rows.
+        selected = [n for n in selected if n != tied_head] + [tied_head]
     if not selected:
         raise TargetError(
             f"target_modules={spec!r} selects no module of {type(model).__name__} "

@@ -71,14 +71,35 @@ def write_weight(module: nn.Module, canonical: torch.Tensor, *, safe: bool = Fal
     With ``safe`` the new weight is checked for NaN/Inf first and nothing is written if found.
     """
     weight = base_weight(module)
-    if safe and not torch.isfinite(canonical).all():
+    if safe:
+        check_finite(module, canonical, what)
+    stored = canonical.T if is_transposed_linear(module) else canonical
+    with torch.no_grad():
+        weight.copy_(stored.to(weight.dtype))
+
+
+def check_finite(module: nn.Module, new: torch.Tensor, what: str = "") -> None:
+    """Refuse a merge result holding NaN or Inf (``safe_merge``), before anything is written."""
+    if not torch.isfinite(new).all():
         raise MergeError(
             f"Merging {what or 'the adapter'} would put NaN or Inf into the weights of "
             f"{type(module).__name__}; nothing was merged. Check the adapter's weights."
         )
-    stored = canonical.T if is_transposed_linear(module) else canonical
+
+
+def base_bias(module: nn.Module) -> torch.Tensor | None:
+    """The base layer's bias as stored, or None when it has none (the same layout for every kind)."""
+    bias = getattr(module, "bias", None)
+    return bias if isinstance(bias, torch.Tensor) else None
+
+
+def write_bias(module: nn.Module, new: torch.Tensor) -> None:
+    """Store ``new`` as the module's bias, in place, in its dtype (methods that scale outputs, e.g. IA3)."""
+    bias = base_bias(module)
+    if bias is None:
+        raise MergeError(f"{type(module).__name__} has no bias to merge into.")
     with torch.no_grad():
-        weight.copy_(stored.to(weight.dtype))
+        bias.copy_(new.to(bias.dtype))
 
 
 def adapter_dtype(module: nn.Module) -> torch.dtype:

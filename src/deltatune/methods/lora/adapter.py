@@ -7,13 +7,16 @@ Update rule: ``h = W0 x + s * B(A(dropout(x)))`` with ``s = alpha / r`` (rsLoRA 
 Shapes (canonical, see weights.py): dense ``A: (r, in)``, ``B: (out, r)``; embedding
 ``A: (r, num_embeddings)``, ``B: (dim, r)``; convolution ``A: (r, in, *kernel)``,
 ``B: (out, r, 1, ...)``. Parameter names are PEFT's checkpoint names.
+
+Variants are options on these adapters, not other classes: DoRA (``dora.py``) adds a magnitude
+per output feature; PiSSA / OLoRA / orthogonal inits (``init.py``) only choose the first A and B.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -22,12 +25,27 @@ from torch import nn
 from deltatune import weights
 from deltatune.errors import UnsupportedLayerError
 from deltatune.layer import Adapter
+from deltatune.methods.lora import dora
+from deltatune.methods.lora import init as lora_init
 from deltatune.methods.lora.config import LoraConfig
 from deltatune.methods.lora.mixed import mixed_conv, mixed_embedding, mixed_linear
 
+_CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
 
 class LoraAdapter(Adapter):
-    """What every LoRA adapter shares: rank, scaling, dropout, dtype casting."""
+    """What every LoRA adapter shares: rank, scaling, dropout, dtype casting, the DoRA option.
+
+    With DoRA on (``use_dora=True``) the adapter also holds ``lora_magnitude_vector`` and reads
+    the base weight in forward (see ``dora.py`` for the rule and shapes).
+    """
+
+    # Checkpoint names of the (A, B) factors: LoRA+ and the PiSSA conversion find them through these.
+    factor_names: ClassVar[tuple[str, str]] = ("lora_A.weight", "lora_B.weight")
+    # Dimension of the canonical base weight that indexes output features (DoRA's norm is per feature).
+    feature_dim: ClassVar[int] = 0
+    # Registered by dora.attach when use_dora=True (PEFT's name); absent otherwise.
+    lora_magnitude_vector: nn.Parameter
 
     def __init__(self, r: int, alpha: float, dropout: float, use_rslora: bool) -> None:
         super().__init__()
@@ -36,15 +54,78 @@ class LoraAdapter(Adapter):
         self.scaling = alpha / math.sqrt(r) if use_rslora else alpha / r
         self.dropout_p = dropout
         self.lora_dropout: nn.Module = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dora: dora.DoraState | None = None  # set by dora.attach when use_dora=True
 
-    def forward(self, x: torch.Tensor, inner: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    @property
+    def needs_base(self) -> bool:  # type: ignore[override]
+        return self.dora is not None  # DoRA's norm reads the base weight
+
+    def forward(
+        self, x: torch.Tensor, inner: Callable[[torch.Tensor], torch.Tensor], base: nn.Module | None = None
+    ) -> torch.Tensor:
+        if self.dora is not None:
+            assert base is not None, "AdaptedLayer passes the base module to adapters with needs_base"
+            return dora.forward(self, x, inner, base)
         return self.add_delta(x, inner(x))
 
-    def add_delta(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    # ------------------------------------------------------------------ the LoRA product
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (A, B) parameters as stored (shapes in the module docstring)."""
         raise NotImplementedError
 
+    def reset(self, init: bool | str) -> None:
+        """Set A and B for ``init`` True, "gaussian" or False (the others are in init.py)."""
+        raise NotImplementedError
+
+    def lora_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What A sees: the input in the adapter's dtype, after dropout."""
+        return self.lora_dropout(x.to(self.factors()[0].dtype))
+
+    def add_delta(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``out + s * B A dropout(x)``."""
+        return self.lora_delta(self.lora_input(x), out)
+
+    def lora_delta(self, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``out + s * B A h`` for an input already through :meth:`lora_input`, in ``out``'s dtype."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ DoRA hooks (layout only)
+    def weight_rows(self, weight: torch.Tensor) -> torch.Tensor:
+        """The canonical weight as (features, fan_in): one row per output feature."""
+        return weight.flatten(1) if self.feature_dim == 0 else weight.t()
+
+    def feature_view(self, v: torch.Tensor, ndim: int) -> torch.Tensor:
+        """A per-feature vector shaped to broadcast over a canonical weight of ``ndim`` dims."""
+        shape = [1] * ndim
+        shape[self.feature_dim] = -1
+        return v.reshape(shape)
+
+    def magnitude_shape(self, features: int) -> tuple[int, ...]:
+        """Shape of ``lora_magnitude_vector`` (PEFT's): broadcastable over the layer's output."""
+        return (features,)
+
+    def base_apply(self, base: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The base layer without its bias, in ``x``'s dtype (DoRA with dropout needs W0 dropout(x))."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ merging
+    def merge_into(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.dora is not None:
+            return dora.merge_into(self, weight)
+        return super().merge_into(weight)
+
+    def unmerge_from(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.dora is not None:
+            return dora.unmerge_from(self, weight)
+        return super().unmerge_from(weight)
+
+    def train(self, mode: bool = True) -> LoraAdapter:
+        if self.dora is not None:
+            self.dora.clear()  # eval-time caches never outlive a switch of mode
+        return super().train(mode)
+
     def extra_repr(self) -> str:
-        return f"r={self.r}, scaling={self.scaling:g}"
+        return f"r={self.r}, scaling={self.scaling:g}" + (", dora=True" if self.dora is not None else "")
 
 
 def reset_factors(a: torch.Tensor, b: torch.Tensor, r: int, init: bool | str) -> None:
@@ -66,12 +147,14 @@ class LoraLinear(LoraAdapter):
         self.lora_A = nn.Linear(in_features, r, bias=False)
         self.lora_B = nn.Linear(r, out_features, bias=False)
 
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.lora_A.weight, self.lora_B.weight
+
     def reset(self, init: bool | str) -> None:
         reset_factors(self.lora_A.weight, self.lora_B.weight, self.r, init)
 
-    def add_delta(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        a = self.lora_A.weight
-        h = F.linear(self.lora_dropout(x.to(a.dtype)), a)
+    def lora_delta(self, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        h = F.linear(h, self.lora_A.weight)
         b = self.lora_B.weight
         if out.dtype == b.dtype:
             # One fused GEMM: out + s * h @ B^T, with the scale applied inside.
@@ -79,12 +162,17 @@ class LoraLinear(LoraAdapter):
             return flat.view(out.shape)
         return out + (F.linear(h, b) * self.scaling).to(out.dtype)
 
+    def base_apply(self, base: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, weights.read_weight(base).to(x.dtype))
+
     def delta_weight(self) -> torch.Tensor:
         return (self.lora_B.weight @ self.lora_A.weight) * self.scaling
 
 
 class LoraEmbedding(LoraAdapter):
     mixed_forward = staticmethod(mixed_embedding)
+    factor_names = ("lora_embedding_A", "lora_embedding_B")
+    feature_dim = 1  # canonical weight is (num_embeddings, dim): features are columns
 
     def __init__(self, base: nn.Embedding, r: int, alpha: float, dropout: float, rs: bool) -> None:
         super().__init__(r, alpha, dropout, rs)
@@ -98,20 +186,26 @@ class LoraEmbedding(LoraAdapter):
         self.lora_embedding_A = nn.Parameter(torch.randn(r, base.num_embeddings, dtype=torch.float32))
         self.lora_embedding_B = nn.Parameter(torch.randn(base.embedding_dim, r, dtype=torch.float32))
 
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.lora_embedding_A, self.lora_embedding_B
+
     def reset(self, init: bool | str) -> None:
         if init is False:
             return
         nn.init.zeros_(self.lora_embedding_A)
         nn.init.normal_(self.lora_embedding_B)
 
+    def lora_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x  # token ids: no cast, no dropout
+
     def embed(self, ids: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         return F.embedding(
             ids, table, self.padding_idx, self.max_norm, self.norm_type, self.scale_grad_by_freq, self.sparse
         )
 
-    def add_delta(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        h = self.embed(x, self.lora_embedding_A.t())
-        return out + (F.linear(h, self.lora_embedding_B) * self.scaling).to(out.dtype)
+    def lora_delta(self, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        rows = self.embed(h, self.lora_embedding_A.t())
+        return out + (F.linear(rows, self.lora_embedding_B) * self.scaling).to(out.dtype)
 
     def delta_weight(self) -> torch.Tensor:
         return (self.lora_embedding_B @ self.lora_embedding_A).t() * self.scaling
@@ -127,13 +221,23 @@ class LoraConv(LoraAdapter):
         self.lora_A = conv(base.in_channels, r, base.kernel_size, base.stride, base.padding, bias=False)
         self.lora_B = conv(r, base.out_channels, ones, ones, bias=False)
 
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.lora_A.weight, self.lora_B.weight
+
     def reset(self, init: bool | str) -> None:
         reset_factors(self.lora_A.weight, self.lora_B.weight, self.r, init)
 
-    def add_delta(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        a = self.lora_A.weight
-        delta = self.lora_B(self.lora_A(self.lora_dropout(x.to(a.dtype))))
+    def lora_delta(self, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        delta = self.lora_B(self.lora_A(h))
         return out + (delta * self.scaling).to(out.dtype)
+
+    def magnitude_shape(self, features: int) -> tuple[int, ...]:
+        return (1, features, *[1] * (self.lora_A.weight.dim() - 2))  # (1, out, 1, ...): PEFT's layout
+
+    def base_apply(self, base: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        assert isinstance(base, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+        conv = _CONV_FN[base.weight.dim() - 2]
+        return conv(x, base.weight.to(x.dtype), None, base.stride, base.padding, base.dilation, base.groups)
 
     def delta_weight(self) -> torch.Tensor:
         a = self.lora_A.weight  # (r, in, *k)
@@ -142,14 +246,29 @@ class LoraConv(LoraAdapter):
 
 
 def create_lora(base: nn.Module, name: str, config: LoraConfig) -> LoraAdapter:  # type: ignore[override]
-    """Build the LoRA adapter that fits ``base`` (the module ``name`` of the model)."""
+    """Build the LoRA adapter that fits ``base`` (the module ``name`` of the model).
+
+    Inits that decompose the base weight (PiSSA, OLoRA) rewrite it here, before DoRA (if on)
+    takes its magnitude from the weight the adapter will see.
+    """
     r, alpha = config.rank_and_alpha(name)
     args = (r, alpha, config.lora_dropout, config.use_rslora)
+    init = config.init_lora_weights
+    special = lora_init.is_special(init)
     # Build on the base's device: on "meta" nothing is allocated, so injection stays fast.
     with torch.device(weights.module_device(base)):
         adapter = _build(base, name, args)
-        adapter.reset(config.init_lora_weights)  # type: ignore[operator]
-    return adapter.to(dtype=weights.adapter_dtype(base))
+        if special and not isinstance(adapter, LoraLinear):
+            lora_init.check_layer(adapter, name, init)
+            adapter.reset(True)  # embeddings: the default init, as PEFT does
+        else:
+            adapter.reset(False if special else init)
+    adapter = adapter.to(dtype=weights.adapter_dtype(base))
+    if special and isinstance(adapter, LoraLinear):
+        lora_init.initialise(adapter, base, name, init)  # type: ignore[arg-type]
+    if config.use_dora:
+        dora.attach(adapter, base)
+    return adapter
 
 
 def _build(base: nn.Module, name: str, args: tuple[int, float, float, bool]) -> LoraAdapter:

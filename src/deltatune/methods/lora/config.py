@@ -11,7 +11,8 @@ from deltatune.config import AdapterConfig, _help
 from deltatune.errors import ConfigError
 
 BIAS_MODES = ("none", "all", "lora_only")
-INIT_MODES = (True, False, "gaussian")
+INIT_MODES = (True, False, "gaussian", "pissa", "pissa_niter_<K>", "olora", "orthogonal")
+_PISSA_NITER = re.compile(r"pissa_niter_(\d+)")
 
 
 @dataclass
@@ -20,7 +21,6 @@ class LoraConfig(AdapterConfig):
 
     peft_type: ClassVar[str] = "LORA"
     unsupported_fields: ClassVar[dict[str, Any]] = {
-        "use_dora": False,
         "lora_bias": False,
         "layer_replication": None,
         "target_parameters": None,
@@ -50,8 +50,12 @@ class LoraConfig(AdapterConfig):
     bias: str = _help("Which biases train: 'none', 'all', or 'lora_only' (biases of adapted layers).", "none")
     use_rslora: bool = _help("Scale by lora_alpha / sqrt(r) (rank-stabilised LoRA).", False)
     init_lora_weights: bool | str = _help(
-        "True: B=0 (starts as the base model); 'gaussian': A ~ N(0, 1/r), B=0; False: random A and B.", True
+        "True: B=0 (starts as the base model); 'gaussian': A ~ N(0, 1/r), B=0; False: random A and B; "
+        "'pissa' / 'pissa_niter_K' (randomized SVD, K subspace iterations) / 'olora' (QR): A and B from the "
+        "base weight, which keeps the rest; 'orthogonal': orthogonal A and B with B A = 0 (even r).",
+        True,
     )
+    use_dora: bool = _help("DoRA: learn a magnitude per output feature on top of the LoRA direction.", False)
     rank_pattern: dict[str, int] = _help("Per-module rank: {regex on module name suffix: r}.", factory=dict)
     alpha_pattern: dict[str, float] = _help("Per-module alpha: {regex on module name suffix: alpha}.", factory=dict)
 
@@ -65,11 +69,13 @@ class LoraConfig(AdapterConfig):
             raise ConfigError(f"LoraConfig.lora_dropout must be in [0, 1), got {self.lora_dropout!r}.")
         if self.bias not in BIAS_MODES:
             raise ConfigError(f"LoraConfig.bias={self.bias!r} is unknown; use one of {list(BIAS_MODES)}.")
-        if self.init_lora_weights not in INIT_MODES:
+        if not _known_init(self.init_lora_weights):
             raise ConfigError(
                 f"LoraConfig.init_lora_weights={self.init_lora_weights!r} is not supported; "
-                f"use one of {list(INIT_MODES)}."
+                f"use one of {list(INIT_MODES)} (K: a number of subspace iterations, e.g. 'pissa_niter_4')."
             )
+        if not isinstance(self.use_dora, bool):
+            raise ConfigError(f"LoraConfig.use_dora must be True or False, got {self.use_dora!r}.")
         for name, pattern in (("rank_pattern", self.rank_pattern), ("alpha_pattern", self.alpha_pattern)):
             if not isinstance(pattern, dict):
                 raise ConfigError(f"LoraConfig.{name} must be a dict {{pattern: value}}, got {pattern!r}.")
@@ -77,12 +83,39 @@ class LoraConfig(AdapterConfig):
                 _check_regex(name, key)
                 if name == "rank_pattern" and (not isinstance(value, int) or value <= 0):
                     raise ConfigError(f"rank_pattern[{key!r}] must be a positive integer, got {value!r}.")
+        if self.init_lora_weights == "orthogonal":
+            odd = sorted({r for r in [self.r, *self.rank_pattern.values()] if r % 2})
+            if odd:
+                raise ConfigError(
+                    f"init_lora_weights='orthogonal' needs an even rank, got r in {odd}; "
+                    "use an even r (and even rank_pattern values) or another init."
+                )
+
+    @property
+    def mutates_base(self) -> bool:
+        """Whether creating this adapter rewrites the base weights (PiSSA, OLoRA)."""
+        init = self.init_lora_weights
+        return isinstance(init, str) and (init == "olora" or init.startswith("pissa"))
 
     def rank_and_alpha(self, module_name: str) -> tuple[int, float]:
         """The rank and alpha for one module, after rank_pattern / alpha_pattern."""
         r = _pattern_value(self.rank_pattern, module_name, self.r)
         alpha = _pattern_value(self.alpha_pattern, module_name, self.lora_alpha)
         return int(r), float(alpha)
+
+
+def _known_init(init: object) -> bool:
+    if isinstance(init, bool):
+        return True
+    if not isinstance(init, str):
+        return False
+    return init in ("gaussian", "pissa", "olora", "orthogonal") or _PISSA_NITER.fullmatch(init) is not None
+
+
+def pissa_niter(init: str) -> int | None:
+    """K of 'pissa_niter_K' (None for the exact SVD of 'pissa')."""
+    match = _PISSA_NITER.fullmatch(init)
+    return int(match.group(1)) if match else None
 
 
 def _check_regex(field_name: str, pattern: str) -> None:

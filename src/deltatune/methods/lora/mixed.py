@@ -4,6 +4,10 @@ The factors of the adapters used by the batch are stacked (zero-padded to the la
 scale folded into B, zeros for samples without an adapter) and gathered per sample, so the whole
 batch costs one batched matmul pair — not one pass per adapter. Stacks are rebuilt every call
 from the live parameters: nothing is cached that sharding or an optimizer step could make stale.
+
+DoRA adapters join too: their rule scales each output feature by ``f = m / ||W0 + s B A||``, one
+vector per adapter, so the batch gathers one row of f per sample (ones for plain LoRA and for
+samples without an adapter) and applies the same formula as a single DoRA adapter (dora.py).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from deltatune.methods.lora import dora
 
 _CONV_FN = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}
 
@@ -47,43 +53,77 @@ def _factor(adapter: Any, name: str) -> torch.Tensor:
     return weight.flatten(1) if name == "lora_B" else weight  # conv B is (out, r, 1, ..., 1)
 
 
-def _dropout(adapters: Sequence[Any], index: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Per-sample dropout with each sample's own adapter's rate (identity in eval mode)."""
+def _dropout(adapters: Sequence[Any], index: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """Per-sample dropout with each sample's own adapter's rate (identity in eval mode); was it applied?"""
     first = next(a for a in adapters if a is not None)
     rates = [a.dropout_p if a is not None else 0.0 for a in adapters]
     if not first.training or not any(rates):
-        return x
+        return x, False
     p = torch.tensor(rates, dtype=x.dtype, device=x.device)[index]
     p = p.view(-1, *([1] * (x.dim() - 1)))
     keep = (torch.rand_like(x) >= p).to(x.dtype)
-    return x * keep / (1 - p)
+    return x * keep / (1 - p), True
 
 
-def mixed_linear(adapters: Sequence[Any], index: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+def _with_dora(
+    out: torch.Tensor, delta: torch.Tensor, f: torch.Tensor, bias: torch.Tensor | None, w0x: torch.Tensor | None
+) -> torch.Tensor:
+    """Each sample's DoRA rule (dora.py) with its own f (ones for plain LoRA rows, which keep out + delta)."""
+    o = out.to(f.dtype)
+    if w0x is not None:  # dropout: the dropped input also went through W0
+        return (o + f * (w0x + delta) - w0x).to(out.dtype)
+    z = o + delta
+    if bias is None:
+        return (z * f).to(out.dtype)
+    return torch.addcmul((1 - f) * bias.to(f.dtype), z, f).to(out.dtype)
+
+
+def _bias(base: Any, shape: tuple[int, ...]) -> torch.Tensor | None:
+    bias = getattr(base, "bias", None)
+    return bias.view(shape) if isinstance(bias, torch.Tensor) else None
+
+
+def mixed_linear(
+    adapters: Sequence[Any], index: torch.Tensor, x: torch.Tensor, out: torch.Tensor, base: Any = None
+) -> torch.Tensor:
     a_all, b_all = _stack(adapters, "lora_A", "lora_B")
     rows = x.shape[0]
-    xs = _dropout(adapters, index, x.to(a_all.dtype)).reshape(rows, -1, x.shape[-1])
+    xs, dropped = _dropout(adapters, index, x.to(a_all.dtype))
+    xs = xs.reshape(rows, -1, x.shape[-1])
     h = torch.bmm(xs, a_all[index].transpose(1, 2))  # (rows, L, r_max)
-    delta = torch.bmm(h, b_all[index].transpose(1, 2))  # (rows, L, out)
-    return out + delta.view(out.shape).to(out.dtype)
+    delta = torch.bmm(h, b_all[index].transpose(1, 2)).view(out.shape)  # (rows, ..., out)
+    f = dora.factors_for_batch(adapters, base)
+    if f is None:
+        return out + delta.to(out.dtype)
+    first = next(a for a in adapters if a is not None)
+    w0x = first.base_apply(base, xs).view(out.shape) if dropped else None
+    f_rows = f[index].view(rows, *([1] * (out.dim() - 2)), -1)
+    return _with_dora(out, delta, f_rows, _bias(base, (-1,)), w0x)
 
 
-def mixed_embedding(adapters: Sequence[Any], index: torch.Tensor, ids: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+def mixed_embedding(
+    adapters: Sequence[Any], index: torch.Tensor, ids: torch.Tensor, out: torch.Tensor, base: Any = None
+) -> torch.Tensor:
     a_all, b_all = _stack(adapters, "lora_embedding_A", "lora_embedding_B")  # (n, r, V), (n, D, r)
     n, r_max, vocab = a_all.shape
     table = a_all.transpose(1, 2).reshape(n * vocab, r_max)
     rows = ids.shape[0]
     flat_ids = ids.reshape(rows, -1) + (index * vocab).view(rows, 1)
     h = F.embedding(flat_ids, table)  # (rows, L, r_max)
-    delta = torch.bmm(h, b_all[index].transpose(1, 2))
-    return out + delta.view(out.shape).to(out.dtype)
+    delta = torch.bmm(h, b_all[index].transpose(1, 2)).view(out.shape)
+    f = dora.factors_for_batch(adapters, base)
+    if f is None:
+        return out + delta.to(out.dtype)
+    return _with_dora(out, delta, f[index].view(rows, *([1] * (out.dim() - 2)), -1), None, None)
 
 
-def mixed_conv(adapters: Sequence[Any], index: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+def mixed_conv(
+    adapters: Sequence[Any], index: torch.Tensor, x: torch.Tensor, out: torch.Tensor, base: Any = None
+) -> torch.Tensor:
     first = next(a for a in adapters if a is not None)
     a_all, b_all = _stack(adapters, "lora_A", "lora_B")  # (n, r, in, *k), (n, out, r)
     rows, r_max = x.shape[0], a_all.shape[1]
-    xs = _dropout(adapters, index, x.to(a_all.dtype))
+    xs, dropped = _dropout(adapters, index, x.to(a_all.dtype))
     # A grouped convolution with one group per sample applies each sample's own A.
     weight = a_all[index].reshape(rows * r_max, *a_all.shape[2:])
     conv = _CONV_FN[x.dim()]
@@ -95,5 +135,10 @@ def mixed_conv(adapters: Sequence[Any], index: torch.Tensor, x: torch.Tensor, ou
         groups=rows,
     )
     h = h.view(rows, r_max, -1)
-    delta = torch.bmm(b_all[index], h)  # (rows, out, spatial)
-    return out + delta.view(out.shape).to(out.dtype)
+    delta = torch.bmm(b_all[index], h).view(out.shape)  # (rows, out, *spatial)
+    f = dora.factors_for_batch(adapters, base)
+    if f is None:
+        return out + delta.to(out.dtype)
+    spatial = (1,) * (out.dim() - 2)
+    w0x = first.base_apply(base, xs) if dropped else None
+    return _with_dora(out, delta, f[index].view(rows, -1, *spatial), _bias(base, (-1, *spatial)), w0x)
