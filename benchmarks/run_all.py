@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n=== summary ({total:.0f} s{', quick' if args.quick else ''}) ===")
     print("#", header)
     print(table(rows))
+    if args.quick:
+        print("(--quick: smoke run on toy sizes; these ratios say nothing about real speed)")
     if failed:
         print(f"FAILED to run: {failed}")
     if args.results:

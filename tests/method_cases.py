@@ -184,6 +184,24 @@ def bottleneck(targets: list[str] | str, identity: bool, variant: int = 0) -> dt
     )
 
 
+def adalora(targets: list[str] | str, identity: bool, variant: int = 0) -> dt.AdapterConfig:
+    # identity: Λ = 0 (PEFT's init); random: P, Λ, Q ~ N(0, 1), with a small alpha to keep outputs moderate.
+    # Variant 2 starts one layer already pruned (rank_pattern), as an adapter loaded after allocation.
+    init_r = (4, 2, 3)[variant % 3]
+    pruned = variant % 3 == 2 and isinstance(targets, list)
+    return dt.AdaLoraConfig(
+        target_modules=targets,
+        init_r=init_r,
+        target_r=1,
+        total_step=10,
+        tinit=(0, 2, 1)[variant % 3],
+        tfinal=(0, 3, 2)[variant % 3],
+        lora_alpha=(0.5, 0.2, 0.3)[variant % 3],
+        rank_pattern={f"{targets[0]}.lora_E": [True, False, True]} if pruned else None,
+        init_lora_weights=identity,
+    )
+
+
 METHOD_CASES = {
     "LORA": MethodCase("LORA", (*_LORA_KINDS,), lora, mixed_batches=True),
     "LORA-DORA": MethodCase("LORA", (*_LORA_KINDS,), lora_dora, mixed_batches=True),
@@ -204,4 +222,5 @@ METHOD_CASES = {
         bottleneck,
         mergeable=False,
     ),
+    "ADALORA": MethodCase("ADALORA", ("linear", "conv2d", "gpt2_conv1d", "transformer"), adalora),
 }

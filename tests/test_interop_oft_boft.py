@@ -539,6 +539,25 @@ def test_training_step_reaches_every_adapter_tensor(method: str) -> None:
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads.values()), list(grads)
 
 
+@pytest.mark.parametrize("method", ["OFT", "BOFT"])
+@pytest.mark.parametrize("kind", ["mlp", "conv2d"])
+def test_bf16_base_with_fp32_adapters(method: str, kind: str) -> None:
+    layout = {"OFT": dict(r=1, oft_block_size=0), "BOFT": dict(boft_block_size=0, boft_block_num=1)}[method]
+    config = getattr(dt, f"{method}Config")(target_modules=["lin0", "conv1"][kind == "conv2d"], **layout)
+    config.init_weights = False
+    base = fresh_base(kind).to(torch.bfloat16)
+    reference = run(copy.deepcopy(base).float(), kind)
+    model = dt.wrap(base, config)
+    assert all(p.dtype == torch.float32 for p in model.adapter_parameters("default"))
+    x = MODELS[kind][1]().to(torch.bfloat16)
+    with torch.no_grad():
+        out = model(x)
+        assert out.dtype == torch.bfloat16
+        assert not torch.allclose(out.float(), reference, atol=1e-2)
+        model.merge_adapter()
+        torch.testing.assert_close(model(x).float(), out.float(), atol=0.05, rtol=0.02)
+
+
 def test_mixed_batches_are_refused() -> None:
     model = dt.wrap(fresh_base("mlp"), dt.OFTConfig(r=2, oft_block_size=0, target_modules=["lin0"]))
     model.add_adapter("b", dt.BOFTConfig(boft_block_size=2, target_modules=["lin0"]))

@@ -218,8 +218,8 @@ def test_deltatune_to_peft(case: Case, tmp_path: Path) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         config = peft.PeftConfig.from_pretrained(str(tmp_path))
-    # PEFT's own notes (save_projection=False, odd r) are fine; a key it does not know is not.
-    assert not [w for w in caught if "unexpected" in str(w.message).lower()], [str(w.message) for w in caught]
+    # No warning, except PEFT's own note on save_projection=False (its VeraConfig always says it).
+    assert not [w for w in caught if "vera_A and vera_B" not in str(w.message)], [str(w.message) for w in caught]
     assert isinstance(config, getattr(peft, PEFT_CONFIG[case.method]))
     assert config.inference_mode is True
     for key, value in case.kwargs.items():

@@ -206,3 +206,12 @@ def test_bf16_base_keeps_fp32_adapters() -> None:
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
     model.merge_adapter()
     torch.testing.assert_close(model(IDS).logits.float(), out.float(), atol=0.1, rtol=0.05)
+
+
+def test_adapter_added_to_an_eval_model_starts_in_eval_mode() -> None:
+    model = dt.wrap(_llama(), dt.LoraConfig(target_modules=["q_proj"], lora_dropout=0.5, init_lora_weights=False))
+    model.eval()
+    model.add_adapter("b", dt.LoraConfig(target_modules=["q_proj"], lora_dropout=0.5, init_lora_weights=False))
+    model.set_adapter("b")
+    assert not any(m.training for m in model.modules())
+    assert torch.equal(model(IDS).logits, model(IDS).logits)  # no dropout in eval

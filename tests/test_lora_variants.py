@@ -323,6 +323,30 @@ def test_init_errors() -> None:
         dt.wrap(MLP(), dt.LoraConfig(target_modules=["lin1"], r=8, init_lora_weights="olora"))
 
 
+class _LinConv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.conv = nn.Conv1d(4, 4, 1)
+
+
+@pytest.mark.parametrize(
+    "build,cfg",
+    [
+        (_LinConv, dict(target_modules=["lin", "conv"], r=2, init_lora_weights="pissa")),
+        (MLP, dict(target_modules=["lin0", "lin1"], r=8, init_lora_weights="olora")),  # lin1 (6 x 20) is too small
+    ],
+)
+def test_failed_decomposition_leaves_every_base_weight_unchanged(build, cfg) -> None:
+    torch.manual_seed(0)
+    model = build()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with pytest.raises(dt.ConfigError):  # UnsupportedLayerError is a ConfigError
+        dt.wrap(model, dt.LoraConfig(**cfg))
+    for name, param in model.named_parameters():
+        assert torch.equal(param, before[name]), f"{name} was rewritten by a failed add_adapter"
+
+
 def test_pissa_adapter_reloads_on_the_original_base(tmp_path) -> None:
     torch.manual_seed(0)
     base = MLP()

@@ -16,6 +16,7 @@ from deltatune.errors import (
     UnsupportedLayerError,
 )
 from deltatune.layer import BASE, AdaptedLayer, Adapter
+from deltatune.methods.adalora import AdaLoraConfig
 from deltatune.methods.beft import BeftConfig
 from deltatune.methods.boft import BOFTConfig
 from deltatune.methods.bottleneck import BottleneckConfig
@@ -35,6 +36,7 @@ from deltatune.registry import registered_methods
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaLoraConfig",
     "BeftConfig",
     "BottleneckConfig",
     "LNTuningConfig",

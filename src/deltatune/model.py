@@ -103,6 +103,7 @@ class DeltaModel(nn.Module):
         if config.base_model_name_or_path is None:
             config.base_model_name_or_path = _name_or_path(self.model)
         for name, adapter in created.items():
+            adapter.train(self.training)  # a new adapter follows the model's train/eval mode
             self._layer_at(name, modules[name]).adapters[adapter_name] = adapter
         for name in saved:
             self._saved_at(name, modules[name]).add(adapter_name)
@@ -236,9 +237,48 @@ class DeltaModel(nn.Module):
     def forward(self, *args: Any, adapter_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
         if adapter_names is None:
             self._warn_if_frozen()
-            return self.model(*args, **kwargs)
+            return self._add_training_loss(self.model(*args, **kwargs))
         with self._route(adapter_names):
             return self.model(*args, **kwargs)
+
+    def training_loss(self) -> torch.Tensor | None:
+        """The regularisers of the active trainable adapters' methods (``Method.training_loss``, e.g.
+        AdaLoRA's orthogonality term), summed; None when there is none.
+
+        ``forward`` adds it to the output's ``.loss`` in training mode; a loop that computes its own
+        loss from the logits adds it itself (once per forward).
+        """
+        total: torch.Tensor | None = None
+        for name in self._runtime.active:
+            config = self.peft_config[name]
+            extra = method_for_config(config).training_loss
+            term = None if extra is None or config.inference_mode else extra(self, name)
+            if term is not None:
+                total = term if total is None else total + term
+        return total
+
+    def _add_training_loss(self, outputs: Any) -> Any:
+        loss = getattr(outputs, "loss", None)
+        if not self.training or self._runtime.disabled or not isinstance(loss, torch.Tensor):
+            return outputs
+        extra = self.training_loss()
+        if extra is not None:
+            outputs.loss = loss + extra
+        return outputs
+
+    def on_optimizer_step(self, global_step: int) -> None:
+        """Per-step work of methods that change during training (AdaLoRA's rank budget).
+
+        Call it after ``optimizer.step()`` and before ``zero_grad()`` (it reads the gradients), with
+        ``global_step`` = the optimizer steps done before this one (0 for the first), as Trainer's
+        ``state.global_step`` in its ``on_optimizer_step`` event; ``integrations.trainer_hooks`` does
+        that for a transformers Trainer. Runs each active trainable adapter's ``Method.on_optimizer_step``.
+        """
+        for name in self._runtime.active:
+            config = self.peft_config[name]
+            hook = method_for_config(config).on_optimizer_step
+            if hook is not None and not config.inference_mode:
+                hook(self, name, global_step)
 
     def generate(self, *args: Any, adapter_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
         generate = cast(Any, self.model).generate

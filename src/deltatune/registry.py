@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING
 from deltatune.errors import ConfigError
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from deltatune.config import AdapterConfig
     from deltatune.layer import Adapter
+    from deltatune.model import DeltaModel
 
 
 # (base module, its full name in the model, the config) -> a new adapter for that module.
@@ -43,6 +45,16 @@ class Method:
     # Its state_dict saves as ``base_model.<key>``; its buffers (rebuilt from the config) may
     # be absent from a checkpoint, its parameters may not.
     create_shared: SharedFactory | None = None
+    # Optional, for methods that change during training (AdaLoRA's rank budget): called by
+    # DeltaModel.on_optimizer_step(global_step) as (model, adapter name, global_step) for each active
+    # trainable adapter, after optimizer.step() and before zero_grad() (gradients still there).
+    on_optimizer_step: Callable[[DeltaModel, str, int], None] | None = None
+    # Optional: a regulariser (model, adapter name) -> scalar or None that DeltaModel.forward adds to
+    # the output's ``.loss`` in training mode for each active trainable adapter (AdaLoRA's orthogonality).
+    training_loss: Callable[[DeltaModel, str], torch.Tensor | None] | None = None
+    # Optional: (model, adapter name, {checkpoint key: tensor}) -> the tensors to save, for methods
+    # whose checkpoint form differs from their training form (AdaLoRA saves only the kept ranks).
+    checkpoint_tensors: Callable[[DeltaModel, str, dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
 
 
 _METHODS: dict[str, Method] = {}

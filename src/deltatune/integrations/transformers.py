@@ -218,9 +218,31 @@ def _bottleneck_targets(model: nn.Module, config: Any) -> list[str] | str | None
     return table.get(kind) if kind in table else None
 
 
+# AdaLoRA: PEFT's table for the method (wider than LoRA's for T5, BART, OPT, RoBERTa, DeBERTa-v2).
+DEFAULT_ADALORA_TARGETS: dict[str, list[str]] = {
+    **{
+        t: QUERY_VALUE
+        for t in ("llama", "llama4", "gptj", "gpt_neo", "gemma", "gemma2", "gemma3_text", "qwen2", "qwen3")
+    },
+    **{t: ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"] for t in ("bart", "opt")},
+    "t5": ["q", "k", "v", "o", "wi", "wo"],
+    "mt5": ["q", "k", "v", "o", "wi_0", "wi_1", "wo"],
+    "gpt2": ["c_attn"],
+    "gpt_bigcode": ["c_attn"],
+    "bloom": ["query_key_value"],
+    "gpt_neox": ["query_key_value"],
+    "bert": ["query", "value"],
+    "roberta": ["query", "key", "value", "dense"],
+    "deberta-v2": ["query_proj", "key_proj", "value_proj", "dense"],
+    "deberta": ["in_proj"],
+    "nemotron_h": ["q_proj", "k_proj", "v_proj", "o_proj"],
+}
+
+
 # Per method (peft_type): a table by model type, or a rule computed from the model and config.
 DEFAULT_TARGETS: dict[str, dict[str, list[str]] | Callable[[nn.Module, Any], list[str] | str | None]] = {
     "LORA": DEFAULT_LORA_TARGETS,
+    "ADALORA": DEFAULT_ADALORA_TARGETS,
     "LN_TUNING": DEFAULT_LN_TUNING_TARGETS,
     "TRAINABLE_TOKENS": _input_embedding,
     "BEFT": _modules_with_bias,

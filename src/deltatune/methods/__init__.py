@@ -1,6 +1,7 @@
 """Adapter methods. Importing this package registers every built-in method."""
 
 from deltatune.methods import (  # noqa: F401
+    adalora,
     beft,
     boft,
     bottleneck,

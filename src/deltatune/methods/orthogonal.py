@@ -9,6 +9,9 @@ OFT is the case ``N = 1`` (``P_0 = I``). Each block ``R`` comes from a skew-symm
   ``R ~ I + 2 (S + ... + S^(m-1)) + S^m``, which approximates ``(I + S)(I - S)^-1``, the
   transpose of the exact transform; this is the series the PEFT checkpoint format fixes.
 
+Also here: the COFT projection of the generators (constrained OFT), multiplicative block dropout,
+and running a convolution with rotated filters.
+
 Vectors are rows: a rotation acts as ``x @ M`` (``transpose=True``: ``x @ M^T``). Every block of
 every factor is processed in one batched op, never in a Python loop over blocks; permutations are
 reshapes, not dense matrices, so a factor costs ``O(n * b)`` per row instead of ``O(n^2)``.

@@ -2,6 +2,7 @@
 
 from deltatune.methods.lora.adapter import LoraAdapter, LoraConv, LoraEmbedding, LoraLinear, create_lora, supports_lora
 from deltatune.methods.lora.config import LoraConfig
+from deltatune.methods.lora.init import check_targets
 from deltatune.registry import Method, register_method
 
 register_method(
@@ -11,6 +12,8 @@ register_method(
         create=create_lora,  # type: ignore[arg-type]
         supports=supports_lora,
         layer_types=("Linear", "Embedding", "Conv1d", "Conv2d", "Conv3d", "GPT-2 Conv1D"),
+        # Shares nothing (returns None): it checks every target before PiSSA/OLoRA rewrite any base weight.
+        create_shared=check_targets,  # type: ignore[arg-type]
     )
 )
 

@@ -25,7 +25,7 @@ from torch import nn
 from deltatune import weights
 from deltatune.errors import UnsupportedLayerError
 from deltatune.layer import Adapter
-from deltatune.methods.lora import dora
+from deltatune.methods.lora import dora, fused
 from deltatune.methods.lora import init as lora_init
 from deltatune.methods.lora.config import LoraConfig
 from deltatune.methods.lora.mixed import mixed_conv, mixed_embedding, mixed_linear
@@ -141,6 +141,7 @@ def reset_factors(a: torch.Tensor, b: torch.Tensor, r: int, init: bool | str) ->
 
 class LoraLinear(LoraAdapter):
     mixed_forward = staticmethod(mixed_linear)
+    needs_base = True  # type: ignore[assignment]  # the fused path reads the base weight
 
     def __init__(self, in_features: int, out_features: int, r: int, alpha: float, dropout: float, rs: bool) -> None:
         super().__init__(r, alpha, dropout, rs)
@@ -152,6 +153,14 @@ class LoraLinear(LoraAdapter):
 
     def reset(self, init: bool | str) -> None:
         reset_factors(self.lora_A.weight, self.lora_B.weight, self.r, init)
+
+    def forward(
+        self, x: torch.Tensor, inner: Callable[[torch.Tensor], torch.Tensor], base: nn.Module | None = None
+    ) -> torch.Tensor:
+        a = self.lora_A.weight
+        if inner is base and self.dora is None and self.dropout_p == 0 and fused.applies(base, x, a):
+            return fused.FusedLoraLinear.apply(x, base.weight, base.bias, a, self.lora_B.weight, self.scaling)
+        return super().forward(x, inner, base)
 
     def lora_delta(self, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         h = F.linear(h, self.lora_A.weight)
@@ -227,6 +236,14 @@ class LoraConv(LoraAdapter):
     def reset(self, init: bool | str) -> None:
         reset_factors(self.lora_A.weight, self.lora_B.weight, self.r, init)
 
+    def forward(
+        self, x: torch.Tensor, inner: Callable[[torch.Tensor], torch.Tensor], base: nn.Module | None = None
+    ) -> torch.Tensor:
+        a = self.lora_A.weight
+        if inner is base and self.dora is None and self.dropout_p == 0 and fused.applies(base, x, a):
+            return fused.FusedLoraLinear.apply(x, base.weight, base.bias, a, self.lora_B.weight, self.scaling)
+        return super().forward(x, inner, base)
+
     def lora_delta(self, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         delta = self.lora_B(self.lora_A(h))
         return out + (delta * self.scaling).to(out.dtype)
@@ -245,11 +262,12 @@ class LoraConv(LoraAdapter):
         return (b @ a.flatten(1)).view(b.shape[0], *a.shape[1:]) * self.scaling
 
 
-def create_lora(base: nn.Module, name: str, config: LoraConfig) -> LoraAdapter:  # type: ignore[override]
+def create_lora(base: nn.Module, name: str, config: LoraConfig, shared: None = None) -> LoraAdapter:
     """Build the LoRA adapter that fits ``base`` (the module ``name`` of the model).
 
     Inits that decompose the base weight (PiSSA, OLoRA) rewrite it here, before DoRA (if on)
-    takes its magnitude from the weight the adapter will see.
+    takes its magnitude from the weight the adapter will see. ``shared`` is the result of the
+    method's ``create_shared`` hook (``init.check_targets``), always None: LoRA layers share nothing.
     """
     r, alpha = config.rank_and_alpha(name)
     args = (r, alpha, config.lora_dropout, config.use_rslora)

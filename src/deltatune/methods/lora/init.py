@@ -63,6 +63,41 @@ def check_layer(adapter: LoraAdapter, name: str, init: bool | str) -> None:
         )
 
 
+def check_targets(model: nn.Module, config: LoraConfig, bases: dict[str, nn.Module]) -> None:
+    """Refuse an init that cannot apply to every target *before* any base weight is rewritten.
+
+    PiSSA / OLoRA rewrite base weights as each adapter is built; checking all targets first keeps
+    a failed ``add_adapter`` from leaving the model half-decomposed. Registered as the method's
+    ``create_shared`` hook, which runs once before the per-layer factories; it shares nothing.
+    """
+    init = config.init_lora_weights
+    if not is_special(init):
+        return None
+    for name, base in bases.items():
+        kind = weights.layer_kind(base)
+        if kind == "conv":
+            raise UnsupportedLayerError(
+                f"init_lora_weights={init!r} works on Linear and GPT-2 Conv1D layers, but {name} is a "
+                f"{type(base).__name__}. Exclude it (exclude_modules) or use init_lora_weights=True for this adapter."
+            )
+        if kind == "linear" and init != "orthogonal":
+            _check_decomposable(weights.read_weight(base), config.rank_and_alpha(name)[0], name, init)  # type: ignore[arg-type]
+    return None
+
+
+def _check_decomposable(weight: torch.Tensor, r: int, name: str, init: str) -> None:
+    if weight.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        raise ConfigError(
+            f"init_lora_weights={init!r} needs a float base weight, but {name} stores {weight.dtype}. "
+            "Decompose the float model first, then quantize the residual."
+        )
+    if r > min(weight.shape):
+        raise ConfigError(
+            f"init_lora_weights={init!r} with r={r} exceeds the rank of {name}'s weight {tuple(weight.shape)}; "
+            f"use r <= {min(weight.shape)} for this module (rank_pattern)."
+        )
+
+
 @torch.no_grad()
 def initialise(adapter: LoraLinear, base: nn.Module, name: str, init: str) -> None:
     """Set A and B from the base weight (and for PiSSA / OLoRA, rewrite the base weight)."""
@@ -78,17 +113,8 @@ def initialise(adapter: LoraLinear, base: nn.Module, name: str, init: str) -> No
         b_param.copy_(b)
         return
     stored = weights.read_weight(base)
-    if stored.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
-        raise ConfigError(
-            f"init_lora_weights={init!r} needs a float base weight, but {name} stores {stored.dtype}. "
-            "Decompose the float model first, then quantize the residual."
-        )
+    _check_decomposable(stored, r, name, init)
     w = stored.to(a_param.dtype)  # canonical (out, in), in fp32 (fp64 for a fp64 base)
-    if r > min(w.shape):
-        raise ConfigError(
-            f"init_lora_weights={init!r} with r={r} exceeds the rank of {name}'s weight {tuple(w.shape)}; "
-            f"use r <= {min(w.shape)} for this module (rank_pattern)."
-        )
     if init == "olora":
         q, rr = torch.linalg.qr(w)
         b, a = q[:, :r], rr[:r]

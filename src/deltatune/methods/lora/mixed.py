@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from deltatune.methods.lora import dora
+from deltatune.methods.lora import dora, fused
 
 _CONV_FN = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}
 
@@ -91,8 +91,12 @@ def mixed_linear(
     xs, dropped = _dropout(adapters, index, x.to(a_all.dtype))
     xs = xs.reshape(rows, -1, x.shape[-1])
     h = torch.bmm(xs, a_all[index].transpose(1, 2))  # (rows, L, r_max)
-    delta = torch.bmm(h, b_all[index].transpose(1, 2)).view(out.shape)  # (rows, ..., out)
     f = dora.factors_for_batch(adapters, base)
+    if f is None and out.dtype == h.dtype and fused.output_is_free(base, out):
+        # Accumulate into the base output: no full-size temporary per layer.
+        out.view(rows, -1, out.shape[-1]).baddbmm_(h, b_all[index].transpose(1, 2))
+        return out
+    delta = torch.bmm(h, b_all[index].transpose(1, 2)).view(out.shape)  # (rows, ..., out)
     if f is None:
         return out + delta.to(out.dtype)
     first = next(a for a in adapters if a is not None)

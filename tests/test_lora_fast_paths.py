@@ -1,0 +1,99 @@
+"""The fused LoRA node and in-place mixed accumulation compute what the generic path computes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import deltatune as dt
+from deltatune.methods.lora import fused
+
+
+def _model(bias: bool, **kw) -> dt.DeltaModel:
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Linear(16, 12, bias=bias), nn.Tanh(), nn.Linear(12, 8))
+    return dt.wrap(base, dt.LoraConfig(target_modules=["0", "2"], r=4, init_lora_weights=False, **kw))
+
+
+def _grads(model: dt.DeltaModel, x: torch.Tensor, g: torch.Tensor) -> list[torch.Tensor]:
+    for p in model.parameters():
+        p.grad = None
+    x = x.clone().requires_grad_(True)
+    out = model(x)
+    out.backward(g)
+    return [out.detach(), x.grad] + [p.grad for p in model.adapter_parameters("default")]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_node_matches_generic_path(bias: bool, monkeypatch) -> None:
+    model = _model(bias).train()
+    x = torch.randn(3, 5, 16)
+    g = torch.randn(3, 5, 8)
+    calls = []
+    real = fused.FusedLoraLinear.apply
+    monkeypatch.setattr(fused.FusedLoraLinear, "apply", lambda *a: calls.append(1) or real(*a))
+    fast = _grads(model, x, g)
+    assert len(calls) == 2, "both layers take the fused node"
+    monkeypatch.setattr(fused, "applies", lambda *a: False)
+    slow = _grads(model, x, g)
+    for a, b in zip(fast, slow, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
+def test_fused_node_is_skipped_when_something_could_observe_the_base(monkeypatch) -> None:
+    calls = []
+    real = fused.FusedLoraLinear.apply
+    monkeypatch.setattr(fused.FusedLoraLinear, "apply", lambda *a: calls.append(1) or real(*a))
+    x = torch.randn(2, 16)
+    seen = []
+    model = _model(True)
+    model.model[0].base_layer.register_forward_hook(lambda m, i, o: seen.append(o))
+    model(x)
+    assert len(seen) == 1 and len(calls) == 1  # the hooked layer runs its base; the other fuses
+    model = _model(True, lora_dropout=0.1)
+    model(x)
+    assert len(calls) == 1  # dropout: generic path
+    model = _model(True)
+    model.model[2].base_layer.weight.requires_grad_(True)  # a trained base weight needs its grad
+    model(x).sum().backward()
+    assert model.model[2].base_layer.weight.grad is not None
+
+
+def test_mixed_batch_in_place_path_matches_out_of_place_path(monkeypatch) -> None:
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Linear(16, 12), nn.Tanh(), nn.Linear(12, 8))
+    model = dt.wrap(base, dt.LoraConfig(target_modules=["0", "2"], r=4, init_lora_weights=False))
+    model.add_adapter("b", dt.LoraConfig(target_modules=["0", "2"], r=2, init_lora_weights=False))
+    model.set_adapter(["default", "b"])  # both train
+    model.train()
+    x = torch.randn(4, 3, 16)
+    names = ["b", "default", dt.BASE, "b"]
+
+    def run() -> list[torch.Tensor]:
+        for p in model.parameters():
+            p.grad = None
+        out = model(x, adapter_names=names)
+        out.pow(2).sum().backward()
+        return [out.detach()] + [p.grad for p in model.parameters() if p.requires_grad]
+
+    fast = run()
+    monkeypatch.setattr(fused, "output_is_free", lambda *a: False)
+    slow = run()
+    assert len(fast) == len(slow) == 1 + 8
+    for a, b in zip(fast, slow, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
+def test_fast_paths_under_bf16_autocast_match_generic_path(monkeypatch) -> None:
+    model = _model(True).train()
+    model.add_adapter("b", dt.LoraConfig(target_modules=["0", "2"], r=2, init_lora_weights=False))
+    x = torch.randn(3, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        single = model(x)
+        mixed = model(x, adapter_names=["b", "default", dt.BASE])
+    monkeypatch.setattr(fused, "applies", lambda *a: False)
+    monkeypatch.setattr(fused, "output_is_free", lambda *a: False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(model(x), single)
+        torch.testing.assert_close(model(x, adapter_names=["b", "default", dt.BASE]), mixed)
