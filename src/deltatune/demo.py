@@ -46,7 +46,7 @@ MAX_LENGTH = 48
 BATCH_SIZE = 32
 EVAL_BATCH_SIZE = 64
 LORA_LR = 1e-3
-HEAD_LR = 1e-2  # a lone linear head needs a larger step than LoRA to move in a few epochs
+HEAD_LR = 1e-1  # a lone linear head on frozen features needs a much larger step than LoRA
 WARMUP_SHARE = 0.06
 QUICK_TRAIN_ROWS = 320
 QUICK_TEST_ROWS = 128
@@ -62,7 +62,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "compare it with a frozen-encoder baseline, and check that the saved adapter reloads exactly.",
     )
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: runs/demo)")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs for both runs (default: 2, quick: 1)")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs for both runs (default: 3, quick: 1)")
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -70,7 +70,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     if args.epochs is None:
-        args.epochs = 1 if args.quick else 2
+        args.epochs = 1 if args.quick else 3
     if args.epochs < 1:
         parser.error("--epochs must be at least 1")
     return args

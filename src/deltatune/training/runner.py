@@ -118,7 +118,12 @@ def check_run_folder(recipe: Recipe, overwrite: bool, resume: bool) -> str:
             f"output.dir {str(out)!r} is not empty and holds no deltatune run; choose another output.dir "
             "or pass --overwrite to delete what is there."
         )
-    before = _flat(json.loads(run_file.read_text()).get("recipe", {}))
+    try:
+        before = _flat(json.loads(run_file.read_text(encoding="utf-8")).get("recipe", {}))
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise RunFolderError(
+            f"{run_file} is not a readable run record ({exc}); pass --overwrite to start over."
+        ) from exc
     now = _flat(recipe_to_dict(recipe))
     changed = sorted(k for k in before.keys() | now.keys() if k not in _IGNORED and before.get(k) != now.get(k))
     if changed and not resume:
