@@ -68,8 +68,16 @@ def adapter_tensors(model: dt.DeltaModel) -> dict[str, torch.Tensor]:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, torch.Tensor]]:
     out = tmp_path_factory.mktemp("trainer")
     model = make_model()
+    model.on_optimizer_step = STEP_CALLS.append  # type: ignore[method-assign]
     make_trainer(out, model).train()
     return out, adapter_tensors(model)
+
+
+STEP_CALLS: list[int] = []
+
+
+def test_per_step_hook_runs_once_per_optimizer_step(trained: tuple[Path, dict[str, torch.Tensor]]) -> None:
+    assert STEP_CALLS == [0, 1, 2, 3, 4, 5]  # Trainer's global_step before each step
 
 
 def test_checkpoints_hold_the_adapter_in_peft_layout(trained: tuple[Path, dict[str, torch.Tensor]]) -> None:

@@ -84,6 +84,31 @@ def test_accumulation_averages_over_every_item_of_the_step(tmp_path: Path, items
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
+def test_loss_terms_count_once_per_step(tmp_path: Path) -> None:
+    class Regularised(nn.Linear):
+        def __init__(self, term: bool) -> None:
+            torch.manual_seed(0)
+            super().__init__(3, 1)
+            self.term = term
+
+        def training_loss(self) -> torch.Tensor | None:  # as a DeltaModel offers (AdaLoRA's orthogonality term)
+            return 0.5 * self.weight.pow(2).sum() if self.term else None
+
+    def gradient(batch_size: int, accum: int, term: bool) -> torch.Tensor:
+        model = Regularised(term)
+        hooks = Hooks.for_model(model)
+        grads: list[torch.Tensor] = []
+        hooks.after_backward.append(lambda info: grads.append(info.model.weight.grad.clone()))
+        cfg = sgd_train(max_steps=1, batch_size=batch_size, grad_accum=accum)
+        fit(model, Regression(items_per_row=True), rows(7), [], cfg, EvalConfig(), quiet(), tmp_path / "r", hooks)
+        return grads[0]
+
+    with_term = gradient(7, 1, True)
+    torch.testing.assert_close(gradient(3, 3, True), with_term, rtol=1e-6, atol=1e-7)
+    # d/dw of 0.5 |w|^2 is w, added once to the mean-loss gradient whatever the micro-batches
+    torch.testing.assert_close(with_term - gradient(7, 1, False), Regularised(True).weight.detach())
+
+
 def test_lr_schedules() -> None:
     linear_, cosine, constant = (lr_factor(s, warmup=4, total=14) for s in ("linear", "cosine", "constant"))
     assert [round(linear_(s), 3) for s in range(4)] == [0.2, 0.4, 0.6, 0.8]
@@ -117,9 +142,9 @@ def test_hooks_run_in_order_with_gradients_present(tmp_path: Path) -> None:
     hooks.after_eval.append(record("eval"))
     cfg = sgd_train(max_steps=3, batch_size=4)
     fit(model, Regression(), rows(12), rows(4, 1), cfg, EvalConfig(every=2, metric="loss"), quiet(), tmp_path, hooks)
-    assert model.calls == [1, 2, 3]
-    assert seen == [("backward", 1, True), ("optimizer", 1, True), ("backward", 2, True), ("optimizer", 2, True),
-                    ("eval", 2, False), ("backward", 3, True), ("optimizer", 3, True), ("eval", 3, False)]  # fmt: skip
+    assert model.calls == [0, 1, 2]  # Trainer's numbering: steps done before this one
+    assert seen == [("backward", 0, True), ("optimizer", 0, True), ("backward", 1, True), ("optimizer", 1, True),
+                    ("eval", 2, False), ("backward", 2, True), ("optimizer", 2, True), ("eval", 3, False)]  # fmt: skip
 
 
 def test_gradient_clipping(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "compare it with a frozen-encoder baseline, and check that the saved adapter reloads exactly.",
     )
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: runs/demo)")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs for both runs (default: 3, quick: 1)")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs for both runs (default: 1)")
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -70,7 +70,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     if args.epochs is None:
-        args.epochs = 1 if args.quick else 3
+        args.epochs = 1
     if args.epochs < 1:
         parser.error("--epochs must be at least 1")
     return args

@@ -10,8 +10,8 @@ and, to resume or to load the best model at the end, loads that file back with
 - every checkpoint also gets the adapter in PEFT layout (``adapter_config.json``,
   ``adapter_model.safetensors``, ``README.md``; other adapters in subfolders), ready for
   ``DeltaModel.from_pretrained`` or PEFT;
-- ``model.on_optimizer_step(global_step)`` is called after each optimizer step when the model
-  has it (adapters with a schedule, e.g. a rank budget).
+- ``DeltaModel.on_optimizer_step(global_step)`` runs after each optimizer step (AdaLoRA's rank
+  budget), as :class:`~deltatune.integrations.trainer_hooks.DeltaTuneCallback` does.
 
 Two Trainer settings must be given until DeltaModel exposes its wrapped model's ``forward``
 signature (the Trainer reads it to keep dataset columns and find the labels):
@@ -25,9 +25,9 @@ import os
 from typing import Any
 
 from torch import nn
-from transformers import TrainerCallback
 
 from deltatune.errors import DeltatuneError
+from deltatune.integrations.trainer_hooks import DeltaTuneCallback
 from deltatune.model import DeltaModel
 
 __all__ = ["AdapterCheckpoints", "adapter_state_keys"]
@@ -36,7 +36,8 @@ __all__ = ["AdapterCheckpoints", "adapter_state_keys"]
 def find_delta_model(model: nn.Module | None) -> DeltaModel | None:
     """The DeltaModel itself, or the one inside a DDP/compile wrapper."""
     while model is not None and not isinstance(model, DeltaModel):
-        model = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        inner = getattr(model, "module", None)
+        model = inner if inner is not None else getattr(model, "_orig_mod", None)
     return model
 
 
@@ -49,10 +50,15 @@ def adapter_state_keys(model: DeltaModel) -> set[str]:
     return {key for key, tensor in named if id(tensor) in ids}
 
 
-class AdapterCheckpoints(TrainerCallback):
-    """Trainer checkpoints of a DeltaModel: the adapter only, in PEFT layout too; resume and best model work."""
+class AdapterCheckpoints(DeltaTuneCallback):
+    """Trainer checkpoints of a DeltaModel: the adapter only, in PEFT layout too; resume and best model work.
+
+    It is a :class:`~deltatune.integrations.trainer_hooks.DeltaTuneCallback` too (per-step hooks such
+    as AdaLoRA's budget): pass this one alone, not both, or those hooks would run twice a step.
+    """
 
     def __init__(self) -> None:
+        super().__init__()
         self._handles: list[Any] = []
         self._model: DeltaModel | None = None
 
@@ -93,12 +99,6 @@ class AdapterCheckpoints(TrainerCallback):
                 f"set in TrainingArguments: {'; '.join(problems)}."
             )
         self.attach(delta)
-
-    def on_optimizer_step(self, args: Any, state: Any, control: Any, model: nn.Module | None = None, **kw: Any) -> None:
-        delta = find_delta_model(model)
-        on_step = getattr(delta, "on_optimizer_step", None) if delta is not None else None
-        if callable(on_step):
-            on_step(state.global_step + 1)  # the Trainer counts the step after this event
 
     def on_save(self, args: Any, state: Any, control: Any, model: nn.Module | None = None, **kw: Any) -> None:
         delta = find_delta_model(model)

@@ -31,7 +31,9 @@ from deltatune.training.tasks import Task
 class StepInfo:
     """What a hook sees: the state right after the point it is called at."""
 
-    step: int  # optimizer steps done, counting the one in progress (from 1; 0 before the first step)
+    # Optimizer steps completed when the hook runs, as Trainer's ``state.global_step``: during a step
+    # (after_backward, after_optimizer_step) the step in progress is not counted yet, so the first is 0.
+    step: int
     epoch: int
     model: nn.Module  # the unwrapped model
     optimizer: torch.optim.Optimizer
@@ -40,6 +42,7 @@ class StepInfo:
 
 
 Hook = Callable[[StepInfo], None]
+LossTerm = Callable[[], "torch.Tensor | None"]
 
 
 @dataclass
@@ -49,14 +52,20 @@ class Hooks:
     after_backward: list[Hook] = field(default_factory=list)  # gradients ready, before clipping
     after_optimizer_step: list[Hook] = field(default_factory=list)  # weights updated, gradients not yet zeroed
     after_eval: list[Hook] = field(default_factory=list)
+    # Regularisers added once to each step's mean loss (AdaLoRA's orthogonality term); None = nothing.
+    loss_terms: list[LossTerm] = field(default_factory=list)
 
     @classmethod
     def for_model(cls, model: nn.Module) -> Hooks:
-        """The hooks a model asks for: ``model.on_optimizer_step(global_step)`` if it has one (AdaLoRA)."""
+        """The hooks a model asks for: ``model.on_optimizer_step(global_step)`` and ``model.training_loss()``
+        if it has them (a DeltaModel runs its adapters' methods' ones: AdaLoRA's budget and regulariser)."""
         hooks = cls()
         on_step = getattr(model, "on_optimizer_step", None)
         if callable(on_step):
             hooks.after_optimizer_step.append(lambda info: on_step(info.step))
+        training_loss = getattr(model, "training_loss", None)
+        if callable(training_loss):
+            hooks.loss_terms.append(training_loss)
         return hooks
 
 
@@ -236,15 +245,18 @@ def fit(
             with sync:
                 with accelerator.autocast():
                     loss = task.loss_sum(model, batch)
-                accelerator.backward(loss * scale)
+                    terms = [t for t in (term() for term in hooks.loss_terms) if t is not None]
+                # A regulariser counts once per item, so it adds to the step's mean loss exactly once.
+                extra = sum(terms) * task.count(batch) if terms else 0.0
+                accelerator.backward((loss + extra) * scale)
             step_loss += float(loss.detach())
         for hook in hooks.after_backward:
-            hook(info(step=progress.step + 1, loss=step_loss / items))
+            hook(info(progress.step, loss=step_loss / items))
         if cfg.max_grad_norm:
             accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
         optimizer.step()
         for hook in hooks.after_optimizer_step:  # before zero_grad: AdaLoRA's budget reads the gradients
-            hook(info(step=progress.step + 1, loss=step_loss / items))
+            hook(info(progress.step, loss=step_loss / items))
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
 

@@ -31,7 +31,11 @@ class Task(Protocol):
         ...
 
     def loss_sum(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        """The loss summed (not averaged) over the batch's items, so micro-batches add up exactly."""
+        """The loss summed (not averaged) over the batch's items, so micro-batches add up exactly.
+
+        Compute it from the outputs (logits), not from a ``.loss`` the model returns: a DeltaModel adds
+        its adapters' regularisers to that, and the loop adds them itself (``Hooks.loss_terms``).
+        """
         ...
 
     def evaluate(self, model: nn.Module, rows: Sequence[dict[str, Any]], batch_size: int) -> dict[str, float]:
