@@ -155,3 +155,16 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (set, tuple)):
         return sorted(value)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def pattern_value(patterns: dict[str, Any], module_name: str, default: Any) -> Any:
+    """The value of the first pattern matching a dot-bounded suffix of the module name.
+
+    PEFT's rule for ``rank_pattern`` / ``alpha_pattern`` and the like, shared by every method.
+    """
+    import re
+
+    for pattern, value in patterns.items():
+        if re.match(rf"(.*\.)?({pattern})$", module_name):
+            return value
+    return default

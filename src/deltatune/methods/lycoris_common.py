@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deltatune import weights
-from deltatune.config import AdapterConfig, _help
+from deltatune.config import AdapterConfig, _help, pattern_value
 from deltatune.errors import ConfigError, UnsupportedLayerError
 from deltatune.layer import Adapter
 
@@ -85,14 +85,6 @@ class LycorisConfig(AdapterConfig):
         r = pattern_value(self.rank_pattern, module_name, self.r)
         alpha = pattern_value(self.alpha_pattern, module_name, self.alpha)
         return int(r), float(alpha)
-
-
-def pattern_value(patterns: dict[str, Any], module_name: str, default: Any) -> Any:
-    """The value of the first pattern matching a dot-bounded suffix of the module name (PEFT's rule)."""
-    for pattern, value in patterns.items():
-        if re.match(rf"(.*\.)?({pattern})$", module_name):
-            return value
-    return default
 
 
 def supports_lycoris(module: nn.Module) -> bool:

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from deltatune.config import AdapterConfig, _help
+from deltatune.config import AdapterConfig, _help, pattern_value
 from deltatune.errors import ConfigError
 
 BIAS_MODES = ("none", "all", "lora_only")
@@ -99,8 +99,8 @@ class LoraConfig(AdapterConfig):
 
     def rank_and_alpha(self, module_name: str) -> tuple[int, float]:
         """The rank and alpha for one module, after rank_pattern / alpha_pattern."""
-        r = _pattern_value(self.rank_pattern, module_name, self.r)
-        alpha = _pattern_value(self.alpha_pattern, module_name, self.lora_alpha)
+        r = pattern_value(self.rank_pattern, module_name, self.r)
+        alpha = pattern_value(self.alpha_pattern, module_name, self.lora_alpha)
         return int(r), float(alpha)
 
 
@@ -123,11 +123,3 @@ def _check_regex(field_name: str, pattern: str) -> None:
         re.compile(pattern)
     except re.error as exc:
         raise ConfigError(f"{field_name} key {pattern!r} is not a valid regex: {exc}.") from exc
-
-
-def _pattern_value(patterns: dict[str, Any], module_name: str, default: Any) -> Any:
-    """The value of the first pattern matching a dot-bounded suffix of the name (PEFT's rule)."""
-    for pattern, value in patterns.items():
-        if re.match(rf"(.*\.)?({pattern})$", module_name):
-            return value
-    return default
