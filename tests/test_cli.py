@@ -55,6 +55,19 @@ def test_recipes_lists_the_shipped_ones(capsys: pytest.CaptureFixture[str]) -> N
     assert code == 0 and "relevance" in out and "deltatune train" in out
 
 
+def test_recipes_tasks_lists_every_task_with_its_options(capsys: pytest.CaptureFixture[str]) -> None:
+    import dataclasses
+
+    from deltatune.training.tasks import task_kinds
+
+    code, out, _ = run_cli(["recipes", "--tasks"], capsys)
+    assert code == 0
+    for name, kind in task_kinds().items():
+        assert f"{name}: {kind.summary}" in out
+        for f in dataclasses.fields(kind.options_cls):
+            assert f"task_options.{f.name}" in out and f.metadata["help"] in out
+
+
 def test_demo_passes_its_arguments_on(monkeypatch: pytest.MonkeyPatch) -> None:
     import deltatune.demo
 

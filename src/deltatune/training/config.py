@@ -36,10 +36,6 @@ class DataConfig:
     train_file: str | None = _f("Training rows (.jsonl or .csv); overrides the bundled train split.", None)
     valid_file: str | None = _f("Validation rows, evaluated during training; overrides the bundled split.", None)
     test_file: str | None = _f("Test rows, scored once at the end; overrides the bundled split.", None)
-    text_fields: list[str] = _f(
-        "Row fields fed to the tokenizer: one text, or a pair.", factory=lambda: ["query", "title"]
-    )
-    label_field: str = _f("Row field holding the integer class label.", "label")
     limit_train: int = _f("Use only the first N training rows (0 = all), e.g. for a smoke run.", 0)
     limit_eval: int = _f("Use only the first N validation and test rows (0 = all).", 0)
 
@@ -79,7 +75,11 @@ class TrainConfig:
 class EvalConfig:
     every: int = _f("Evaluate every N optimizer steps (0 = at the end of each epoch).", 0)
     batch_size: int = _f("Examples per evaluation batch.", 64)
-    metric: str = _f("Metric that picks the best adapter and drives early stopping (loss, accuracy, f1).", "f1")
+    metric: str = _f(
+        "Metric that picks the best adapter and drives early stopping: loss or one the task reports "
+        "(accuracy, f1, auc, exact_match, rouge_l, ...); empty = the task's first metric.",
+        "",
+    )
     patience: int = _f("Stop after this many evaluations without improvement (0 = never stop early).", 0)
     keep_best: bool = _f("Save the best evaluated adapter instead of the last one.", True)
 
@@ -104,8 +104,12 @@ class BaselineConfig:
 class Recipe:
     name: str = _f("Short name of the recipe.", "relevance")
     description: str = _f("One line on what the recipe trains.", "")
-    task: Literal["pair_classification"] = _f(
-        "What the model learns; decides data fields, loss and metrics.", "pair_classification"
+    task: str = _f(
+        "What the model learns (pair_classification, ...; `deltatune recipes --tasks`): data fields, loss, metrics.",
+        "pair_classification",
+    )
+    task_options: dict[str, Any] = _f(
+        "Settings of the task (e.g. text_fields and label_field for pair_classification).", factory=dict
     )
     model: ModelConfig = _f("The base model.", factory=ModelConfig)
     data: DataConfig = _f("Where the rows come from and which fields they need.", factory=DataConfig)
@@ -126,8 +130,7 @@ class Recipe:
             (self.eval.batch_size >= 1, "eval.batch_size must be >= 1"),
             (self.output.keep_checkpoints >= 1, "output.keep_checkpoints must be >= 1"),
             (self.output.log_every >= 1, "output.log_every must be >= 1"),
-            (self.model.num_labels >= 2, "model.num_labels must be >= 2"),
-            (1 <= len(self.data.text_fields) <= 2, "data.text_fields must name one field or a pair"),
+            (self.model.num_labels >= 1, "model.num_labels must be >= 1"),
             (min(self.train.max_steps, self.eval.every, self.eval.patience, self.output.save_every) >= 0,
              "train.max_steps, eval.every, eval.patience and output.save_every must be >= 0"),
         ]  # fmt: skip

@@ -81,8 +81,9 @@ def load_split(
 def bundled(dataset: str, split: str, required: Sequence[str], label_field: str | None) -> Rows:
     from deltatune import data as bundled_data
 
-    if dataset != "relevance":
-        raise DataError(f"Unknown bundled dataset {dataset!r}; deltatune ships 'relevance'. Use data.*_file for yours.")
-    rows = bundled_data.load_relevance(split)
+    names = bundled_data.bundled_datasets()
+    if dataset not in names:
+        raise DataError(f"Unknown bundled dataset {dataset!r}; deltatune ships {names}. Use data.*_file for yours.")
+    rows = bundled_data.load_bundled(dataset, split)
     where = f"bundled dataset {dataset!r} ({split} split)"
     return [check_row(row, required, label_field, f"{where}, row {i + 1}") for i, row in enumerate(rows)]

@@ -94,8 +94,15 @@ def apply_override(data: dict[str, Any], item: str) -> None:
 
 
 def recipe_from_dict(data: dict[str, Any], source: str = "recipe") -> Recipe:
+    from deltatune.training.tasks import get_task_kind, task_options
+
     recipe = _build(Recipe, data, prefix="", source=source)
     check_adapter_options(recipe.adapter.method, recipe.adapter.options, source)
+    try:
+        kind = get_task_kind(recipe.task)
+    except RecipeError as exc:
+        raise RecipeError(f"{source}: {exc}") from None
+    task_options(kind, recipe.task_options, source)
     return recipe
 
 

@@ -23,12 +23,12 @@ import torch
 from torch import nn
 
 from deltatune.files import atomic_write_bytes
-from deltatune.training.config import Recipe
+from deltatune.training.config import EvalConfig, Recipe
 from deltatune.training.data import Rows, load_split
-from deltatune.training.errors import ModelPathError, RunFolderError
+from deltatune.training.errors import ModelPathError, RecipeError, RunFolderError
 from deltatune.training.loop import FitResult, Hooks, fit
 from deltatune.training.recipe import adapter_config, recipe_to_dict
-from deltatune.training.tasks import PairClassification
+from deltatune.training.tasks import Task, TaskSetup, get_task_kind, task_options
 
 RUN_FILE = "run.json"
 RESULTS_FILE = "results.json"
@@ -63,20 +63,28 @@ class Inputs:
     """Everything checked before the run writes anything."""
 
     model_path: str
-    tokenizer: Any
-    task: PairClassification
+    setup: TaskSetup
     train: Rows
     valid: Rows
     test: Rows
 
+    @property
+    def task(self) -> Task:
+        return self.setup.task
+
 
 def prepare(recipe: Recipe) -> Inputs:
-    """Check the model path and read every split (bad rows raise naming the file and line)."""
-    from transformers import AutoTokenizer
-
+    """Check the model path, the task and its options, and read every split (bad rows name file and line)."""
     model_path = resolve_model_path(recipe.model.path)
+    kind = get_task_kind(recipe.task)
+    setup = kind.setup(recipe, task_options(kind, recipe.task_options), model_path)
+    metric = recipe.eval.metric
+    if metric and metric != "loss" and metric not in setup.task.metrics:
+        raise RecipeError(
+            f"eval.metric {metric!r} is not reported by task {recipe.task!r}; choose loss or one of "
+            f"{', '.join(setup.task.metrics)}."
+        )
     d = recipe.data
-    required = [*d.text_fields, d.label_field]
     splits: dict[str, Rows] = {}
     for split in ("train", "valid", "test"):
         file = getattr(d, f"{split}_file")
@@ -84,13 +92,13 @@ def prepare(recipe: Recipe) -> Inputs:
             splits[split] = []
             continue
         limit = d.limit_train if split == "train" else d.limit_eval
-        splits[split] = load_split(split, file, d.dataset, required, d.label_field, limit)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-    except OSError as exc:
-        raise ModelPathError(f"Could not load a tokenizer from model.path {recipe.model.path!r}: {exc}") from exc
-    task = PairClassification(tokenizer, d.text_fields, d.label_field, recipe.model.num_labels, recipe.model.max_length)
-    return Inputs(model_path, tokenizer, task, splits["train"], splits["valid"], splits["test"])
+        splits[split] = load_split(split, file, d.dataset, setup.required_fields, setup.label_field, limit)
+    return Inputs(model_path, setup, splits["train"], splits["valid"], splits["test"])
+
+
+def eval_config(recipe: Recipe, task: Task) -> EvalConfig:
+    """The recipe's eval settings with an empty metric replaced by the task's first one."""
+    return dataclasses.replace(recipe.eval, metric=recipe.eval.metric or task.metrics[0])
 
 
 def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -135,68 +143,76 @@ def check_run_folder(recipe: Recipe, overwrite: bool, resume: bool) -> str:
     return "done" if (out / RESULTS_FILE).is_file() and not changed else "resume"
 
 
-def load_model(path: str, num_labels: int, seed: int) -> nn.Module:
-    from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
-
-    torch.manual_seed(seed)
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()  # "some weights were newly initialized": expected for a new head
-    hf_logging.disable_progress_bar()
-    try:
-        return AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
-    except OSError as exc:
-        raise ModelPathError(f"Could not load the model at {path!r}: {exc}") from exc
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
+def load_model(inputs: Inputs, seed: int) -> nn.Module:
+    torch.manual_seed(seed)  # a new head starts the same way in every run
+    return inputs.setup.load_model()
 
 
-def split_metrics(model: nn.Module, inputs: Inputs, recipe: Recipe, fallback: dict[str, float]) -> dict[str, float]:
-    if not inputs.test:
+def split_metrics(
+    model: nn.Module, inputs: Inputs, recipe: Recipe, fallback: dict[str, float] | None = None
+) -> dict[str, float]:
+    """Metrics on the test split; without one, ``fallback`` (the last validation) or the valid split."""
+    if not inputs.test and fallback is not None:
         return fallback
+    rows = inputs.test or inputs.valid
+    if not rows:
+        return {}
     model.eval()
     with torch.no_grad():
-        return inputs.task.evaluate(model, inputs.test, recipe.eval.batch_size)
+        return inputs.task.evaluate(model, rows, recipe.eval.batch_size)
 
 
-def run_baseline(recipe: Recipe, inputs: Inputs, run_dir: Path, resume: bool) -> dict[str, Any]:
-    """Frozen encoder, trained classification head: what the adapter has to beat."""
-    from deltatune.integrations.transformers import TASK_HEADS
-
+def run_baseline(recipe: Recipe, inputs: Inputs, run_dir: Path, resume: bool) -> dict[str, Any] | None:
+    """What the adapter has to beat: a trained head on a frozen model, a heuristic, or the plain model."""
+    baseline = inputs.setup.baseline
+    if baseline is None:
+        return None
     done = run_dir / RESULTS_FILE
     if resume and done.is_file():
         return json.loads(done.read_text())
-    model = load_model(inputs.model_path, recipe.model.num_labels, recipe.train.seed)
-    model.requires_grad_(False)
-    heads = [m for n, m in model.named_modules() if n.split(".")[-1] in TASK_HEADS["SEQ_CLS"]]
-    for head in heads[-1:]:
-        head.requires_grad_(True)
-    cfg = dataclasses.replace(
-        recipe.train, lr=recipe.baseline.lr, epochs=recipe.baseline.epochs or recipe.train.epochs, optimizer="adamw"
-    )
-    fitted = fit(model, inputs.task, inputs.train, inputs.valid, cfg, recipe.eval, recipe.output, run_dir,
-                 resume=resume, desc="baseline (head only)")  # fmt: skip
-    result = _summary(model, fitted, split_metrics(model, inputs, recipe, fitted.metrics))
+    if baseline.score is not None:
+        rows = inputs.test or inputs.valid
+        result: dict[str, Any] = {k: round(v, 4) for k, v in baseline.score(rows).items()}
+        result.update(trainable_params=0, trainable_share=0.0, train_wall_s=0.0)
+    else:
+        model = load_model(inputs, recipe.train.seed)
+        model.requires_grad_(False)
+        if baseline.train_only is None:
+            result = _summary(model, None, split_metrics(model, inputs, recipe))
+        else:
+            baseline.train_only(model)
+            cfg = dataclasses.replace(
+                recipe.train, lr=recipe.baseline.lr, epochs=recipe.baseline.epochs or recipe.train.epochs,
+                optimizer="adamw",
+            )  # fmt: skip
+            fitted = fit(model, inputs.task, inputs.train, inputs.valid, cfg, eval_config(recipe, inputs.task),
+                         recipe.output, run_dir, resume=resume, desc=f"baseline ({baseline.name})")  # fmt: skip
+            result = _summary(model, fitted, split_metrics(model, inputs, recipe, fitted.metrics))
+    result["name"] = baseline.name
+    run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(done, (json.dumps(result, indent=2) + "\n").encode())
     return result
 
 
-def _summary(model: nn.Module, fitted: FitResult, metrics: dict[str, float]) -> dict[str, Any]:
+def _summary(model: nn.Module, fitted: FitResult | None, metrics: dict[str, float]) -> dict[str, Any]:
     params = {id(p): p for p in model.parameters()}.values()
     trainable = sum(p.numel() for p in params if p.requires_grad)
     total = sum(p.numel() for p in params)
-    return {
+    summary: dict[str, Any] = {
         **{k: round(v, 4) for k, v in metrics.items()},
         "trainable_params": trainable,
         "trainable_share": trainable / total,
-        "steps": fitted.progress.step,
-        "best_step": fitted.progress.best_step,
-        "stopped_early": fitted.progress.stopped_early,
-        "train_wall_s": round(fitted.wall_s, 1),
-        "examples_per_s": round(fitted.examples_per_s, 1),
+        "train_wall_s": 0.0,
     }
+    if fitted is not None:
+        summary.update(
+            steps=fitted.progress.step,
+            best_step=fitted.progress.best_step,
+            stopped_early=fitted.progress.stopped_early,
+            train_wall_s=round(fitted.wall_s, 1),
+            examples_per_s=round(fitted.examples_per_s, 1),
+        )
+    return summary
 
 
 def run_recipe(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
@@ -212,8 +228,8 @@ def run_recipe(recipe: Recipe, overwrite: bool = False, resume: bool = False) ->
     if recipe.train.num_threads:
         torch.set_num_threads(recipe.train.num_threads)
     inputs = prepare(recipe)
-    config = adapter_config(recipe.adapter.method, recipe.adapter.options, "SEQ_CLS")
-    model = dt.wrap(load_model(inputs.model_path, recipe.model.num_labels, recipe.train.seed), config)
+    config = adapter_config(recipe.adapter.method, recipe.adapter.options, inputs.setup.adapter_task_type)
+    model = dt.wrap(load_model(inputs, recipe.train.seed), config)
 
     if mode == "overwrite":
         shutil.rmtree(out)
@@ -223,13 +239,16 @@ def run_recipe(recipe: Recipe, overwrite: bool = False, resume: bool = False) ->
     again = mode == "resume"
 
     baseline = run_baseline(recipe, inputs, out / "baseline", again) if recipe.baseline.enabled else None
+    eval_cfg = eval_config(recipe, inputs.task)
     desc = f"{recipe.adapter.method.lower()} adapter"
-    fitted = fit(model, inputs.task, inputs.train, inputs.valid, recipe.train, recipe.eval, recipe.output, out,
+    fitted = fit(model, inputs.task, inputs.train, inputs.valid, recipe.train, eval_cfg, recipe.output, out,
                  hooks=Hooks.for_model(model), resume=again, desc=desc)  # fmt: skip
     adapted = _summary(model, fitted, split_metrics(model, inputs, recipe, fitted.metrics))
     _save_adapter(model, out / "adapter")
     results = {
         "recipe": recipe.name,
+        "task": recipe.task,
+        "metrics": list(inputs.task.metrics),
         "model": recipe.model.path,
         "method": recipe.adapter.method,
         "rows": {"train": len(inputs.train), "valid": len(inputs.valid), "test": len(inputs.test)},
@@ -256,12 +275,17 @@ def _save_adapter(model: Any, folder: Path) -> None:
 
 
 def print_results(results: dict[str, Any], out: Path) -> None:
-    rows = [("baseline (head only)", results["baseline"]), (f"{results['method']} adapter", results["adapted"])]
-    print(f"\n{results['recipe']}: {results['metrics_split']} split, {results['rows'][results['metrics_split']]} rows")
-    print(f"  {'':22s} {'accuracy':>9s} {'F1':>7s} {'trainable':>10s} {'train s':>8s}")
+    baseline = results["baseline"]
+    rows = [(f"{results['method']} adapter", results["adapted"])]
+    if baseline is not None:
+        rows.insert(0, (f"baseline ({baseline.get('name', 'head only')})", baseline))
+    metrics = results.get("metrics") or ["accuracy", "f1"]
+    split = results["metrics_split"]
+    print(f"\n{results['recipe']}: {split} split, {results['rows'][split]} rows")
+    width = max(len(name) for name, _ in rows) + 1
+    print(f"  {'':{width}s}" + "".join(f" {m:>11s}" for m in metrics) + f" {'trainable':>10s} {'train s':>8s}")
     for name, r in rows:
-        if r is not None:
-            print(f"  {name:22s} {r.get('accuracy', float('nan')):9.3f} {r.get('f1', float('nan')):7.3f} "
-                  f"{100 * r['trainable_share']:9.3f}% {r['train_wall_s']:8.1f}")  # fmt: skip
+        values = "".join(f" {r.get(m, float('nan')):11.4f}" for m in metrics)
+        print(f"  {name:{width}s}{values} {100 * r['trainable_share']:9.3f}% {r['train_wall_s']:8.1f}")
     print(f"  wall time {results['wall_s']:.0f} s, peak memory {results['peak_rss_mb']:.0f} MB")
     print(f"  adapter: {out / 'adapter'}; plots: {out / 'loss.png'}, {out / 'eval.png'}; log: {out / 'metrics.jsonl'}")
