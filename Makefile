@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m deltatune.demo
+	.venv/bin/deltatune demo
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup tests

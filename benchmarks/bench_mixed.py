@@ -1,4 +1,7 @@
-"""Mixed-adapter batch: 16 sequences x 128 tokens over 8 LoRA adapters, eval forward, no_grad.
+"""Mixed-adapter batch: 16 sequences over 8 LoRA adapters, eval forward, no_grad, at two lengths.
+
+Lengths (``--seq``, default "128,16"): 128 tokens (a prefill of short prompts) and 16 tokens
+(a few tokens per request, as in serving many adapters). Each length is timed and reported on its own.
 
 The tiny Llama (hidden 512, ffn 1376, 4 layers, 8 heads, vocab 8000; --vocab 32000 for
 Llama's) carries 8 LoRA adapters (r=16, alpha=32, on q/k/v/o/gate/up/down, random non-zero A
@@ -35,12 +38,15 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
-    args = parse(parser(__doc__.splitlines()[0]), argv)
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--seq", default="128,16", help="comma-separated sequence lengths, each timed on its own")
+    args = parse(p, argv)
     quick = args.quick
     repeats = args.repeats or (2 if quick else 7)
     n_adapters = 8
     overrides = llama_overrides(args)
-    batch, seq = (16, 16) if quick else (16, 128)
+    batch = 16
+    lengths = [16] if quick else [int(v) for v in args.seq.split(",")]
 
     import peft
 
@@ -68,8 +74,18 @@ def main(argv: list[str] | None = None) -> list[Row]:
     pf_model.eval()
 
     cfg = dt_model.config
-    ids = torch.randint(0, cfg.vocab_size, (batch, seq))
     adapter_names = [names[i % n_adapters] for i in range(batch)]
+    rows: list[Row] = []
+    for seq in lengths:
+        rows += time_length(dt_model, pf_model, cfg, torch.randint(0, cfg.vocab_size, (batch, seq)), adapter_names,
+                            repeats)  # fmt: skip
+    finish(args, rows)
+    return rows
+
+
+def time_length(dt_model, pf_model, cfg, ids: torch.Tensor, adapter_names: list[str], repeats: int) -> list[Row]:  # noqa: ANN001
+    batch, seq = ids.shape
+    n_adapters = len(set(adapter_names))
     print(
         f"mixed: {describe_llama(cfg)}, {n_adapters} LoRA adapters r=16 on {len(TARGETS)} modules/layer, "
         f"batch {batch} x seq {seq}, eval, no_grad"
@@ -96,14 +112,22 @@ def main(argv: list[str] | None = None) -> list[Row]:
     print_times(times)
     note = f"{describe_llama(cfg)}, {n_adapters} adapters, b{batch}x{seq}"
     mixed = "deltatune mixed"
-    rows = [
-        Row.compare("mixed", "deltatune / PEFT (adapter_names)", times, mixed, "peft mixed", 0.8, note),
-        Row.compare("mixed", "deltatune mixed / single adapter", times, mixed, "deltatune single adapter", 1.15, note),
+    return [
+        Row.compare("mixed", f"deltatune / PEFT (adapter_names), seq {seq}", times, mixed, "peft mixed", 0.8, note),
+        Row.compare(
+            "mixed",
+            f"deltatune mixed / single adapter, seq {seq}",
+            times,
+            mixed,
+            "deltatune single adapter",
+            1.15,
+            note,
+        ),  # fmt: skip
         # The best any implementation can reach: the model without adapters, over PEFT's mixed batch.
-        Row.compare("mixed", "(info) no adapter / PEFT mixed", times, "no adapter (bound)", "peft mixed", None, note),
+        Row.compare(
+            "mixed", f"(info) no adapter / PEFT mixed, seq {seq}", times, "no adapter (bound)", "peft mixed", None, note
+        ),  # fmt: skip
     ]
-    finish(args, rows)
-    return rows
 
 
 if __name__ == "__main__":

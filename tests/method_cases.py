@@ -202,6 +202,26 @@ def adalora(targets: list[str] | str, identity: bool, variant: int = 0) -> dt.Ad
     )
 
 
+def adaption_prompt(targets: list[str] | str, identity: bool, variant: int = 0) -> dt.AdapterConfig:
+    # The tiny Llama and GPT-2 have 2 decoder layers; variant 1 adapts only the top one.
+    return dt.AdaptionPromptConfig(
+        target_modules=targets, adapter_len=(4, 2, 3)[variant % 3], adapter_layers=(2, 1, 2)[variant % 3]
+    )
+
+
+def lora_parameters(targets: list[str] | str, identity: bool, variant: int = 0) -> dt.AdapterConfig:
+    # The "parameters" model case lists parameter names: LoRA on raw parameters, no module targets.
+    assert isinstance(targets, list)
+    return dt.LoraConfig(
+        target_modules=[],
+        target_parameters=targets,
+        r=(4, 2, 3)[variant % 3],
+        lora_alpha=(8, 3, 5)[variant % 3],
+        use_rslora=variant == 1,
+        init_lora_weights=identity,
+    )
+
+
 METHOD_CASES = {
     "LORA": MethodCase("LORA", (*_LORA_KINDS,), lora, mixed_batches=True),
     "LORA-DORA": MethodCase("LORA", (*_LORA_KINDS,), lora_dora, mixed_batches=True),
@@ -223,4 +243,16 @@ METHOD_CASES = {
         mergeable=False,
     ),
     "ADALORA": MethodCase("ADALORA", ("linear", "conv2d", "gpt2_conv1d", "transformer"), adalora),
+    # LoRA on nn.MultiheadAttention: no DoRA, no mixed batches there (as in PEFT).
+    "LORA-MHA": MethodCase("LORA", ("mha",), lora),
+    "LORA-PARAMS": MethodCase("LORA", ("parameters",), lora_parameters),
+    # Adapts whole attention modules, so only the "llama_attention" / "gpt2_attention" kinds; identity = the
+    # zero gate, random = randomize_adapters (gate near 1). Merging is impossible (attention over prompt tokens).
+    "ADAPTION_PROMPT": MethodCase(
+        "ADAPTION_PROMPT",
+        ("llama_attention", "gpt2_attention"),
+        adaption_prompt,
+        mergeable=False,
+        randomize=randomize_adapters,
+    ),
 }

@@ -148,6 +148,13 @@ class NormModel(nn.Module):
         return self.rms(self.lin1(self.act(self.ln(self.lin0(x)))))
 
 
+def tiny_gpt2_lm(vocab: int = 64) -> nn.Module:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=1, eos_token_id=2)
+    return GPT2LMHeadModel(cfg)
+
+
 def tiny_llama_tied(vocab: int = 64) -> nn.Module:
     model = tiny_llama(vocab)
     model.config.tie_word_embeddings = True
@@ -166,4 +173,66 @@ MODEL_CASES += [
         ["input_layernorm", "post_attention_layernorm", "norm"],
     ),
     ModelCase("llama_tied", "tied_embedding", tiny_llama_tied, _ids(64, 9), ["embed_tokens"]),
+    # Methods that adapt whole attention modules (the adaption prompt): the tiny Llama's self_attn.
+    ModelCase("llama_attention", "llama_attention", tiny_llama, _ids(64, 9), "self_attn"),
+    ModelCase("gpt2_attention", "gpt2_attention", lambda: tiny_gpt2_lm(), _ids(64, 9), "attn"),
+]
+
+
+# ---- nn.MultiheadAttention (LoRA on its packed in_proj and its out_proj)
+class MHAModel(nn.Module):
+    """Attention (batch first, packed q/k/v projections) between two dense layers, with a residual.
+
+    Keys and values are tanh(h), not h itself: self-attention in eval mode takes torch's fused
+    kernel only when no weight requires grad, so a frozen copy and a trainable reference would
+    differ by rounding; tests/test_lora_mha.py covers that path.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin0 = nn.Linear(10, 16)
+        self.mha = nn.MultiheadAttention(16, 4, batch_first=True)
+        self.lin1 = nn.Linear(16, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.lin0(x)
+        memory = torch.tanh(h)
+        attended, _ = self.mha(h, memory, memory, need_weights=False)
+        return self.lin1(attended + h)
+
+
+MODEL_CASES += [ModelCase("mha", "mha", MHAModel, _floats(5, 10), ["mha", "lin1"])]
+
+
+# ---- raw parameters (LoRA's target_parameters): fused MoE experts stored as 3-D tensors
+class FusedExperts(nn.Module):
+    """Experts kept as (experts, out, in) parameters, as transformers' MoE ``*Experts`` modules do;
+    every expert sees every token and their outputs are averaged (no router, to stay deterministic)."""
+
+    def __init__(self, experts: int = 3, hidden: int = 8, inner: int = 6) -> None:
+        super().__init__()
+        self.gate_up_proj = nn.Parameter(torch.randn(experts, 2 * inner, hidden) * 0.3)
+        self.down_proj = nn.Parameter(torch.randn(experts, hidden, inner) * 0.3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = torch.einsum("...h,eoh->...eo", x, self.gate_up_proj).chunk(2, dim=-1)
+        out = torch.einsum("...ei,ehi->...eh", torch.nn.functional.silu(gate) * up, self.down_proj)
+        return out.mean(dim=-2)
+
+
+class ExpertsModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+        self.experts = FusedExperts()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.experts(self.proj(x))
+
+
+# Targets are parameter names here (the method case passes them as target_parameters).
+MODEL_CASES += [
+    ModelCase(
+        "experts", "parameters", ExpertsModel, _floats(4, 8), ["experts.gate_up_proj", "down_proj", "proj.weight"]
+    )
 ]

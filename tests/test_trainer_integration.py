@@ -28,7 +28,9 @@ class Rows(torch.utils.data.Dataset):
         return len(self.x)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.x[i], "attention_mask": torch.ones(8, dtype=torch.long), "labels": self.y[i]}
+        # "note" is a column the model does not take: the Trainer must drop it, as for a plain model.
+        return {"input_ids": self.x[i], "attention_mask": torch.ones(8, dtype=torch.long), "labels": self.y[i],
+                "note": f"row {i}"}  # fmt: skip
 
 
 def make_model() -> dt.DeltaModel:
@@ -42,7 +44,7 @@ def make_trainer(out: Path, model: dt.DeltaModel, **overrides: object) -> transf
     settings = dict(
         output_dir=str(out), use_cpu=True, report_to=[], save_strategy="steps", save_steps=2, eval_strategy="steps",
         eval_steps=2, max_steps=6, per_device_train_batch_size=4, learning_rate=1e-2, logging_steps=2,
-        disable_tqdm=True, seed=0, remove_unused_columns=False, label_names=["labels"],
+        disable_tqdm=True, seed=0,  # no remove_unused_columns / label_names: the defaults must work
         # a metric that only gets worse, so the best checkpoint is the first one (not the last)
         load_best_model_at_end=True, metric_for_best_model="order", greater_is_better=False,
     )  # fmt: skip
@@ -124,9 +126,25 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(
         assert torch.equal(resumed[key], uninterrupted[key]), key
 
 
-def test_callback_names_the_settings_a_delta_model_needs(tmp_path: Path) -> None:
-    with pytest.raises(DeltatuneError, match="remove_unused_columns=False"):
-        make_trainer(tmp_path, make_model(), remove_unused_columns=True)
+def test_trainer_sees_the_wrapped_models_inputs_and_labels() -> None:
+    """What the Trainer reads from forward's signature: the inputs to keep and the label names."""
+    import inspect
+
+    from transformers import BertConfig, BertForQuestionAnswering
+    from transformers.utils import find_labels
+
+    model = make_model()
+    params = inspect.signature(model.forward).parameters
+    assert {"input_ids", "attention_mask", "labels", "adapter_names"} <= set(params)
+    assert find_labels(type(model)) == ["labels"]
+    qa = dt.wrap(BertForQuestionAnswering(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                                     intermediate_size=16, vocab_size=64)),
+                 dt.LoraConfig(r=2, target_modules=["query"]))  # fmt: skip
+    assert find_labels(type(qa)) == ["start_positions", "end_positions"]
+    assert isinstance(qa, dt.DeltaModel) and type(qa) is not type(model)
+
+
+def test_callback_needs_a_delta_model(tmp_path: Path) -> None:
     with pytest.raises(DeltatuneError, match="needs a DeltaModel"):
         make_trainer(tmp_path, tiny_bert_cls())  # type: ignore[arg-type]
 
@@ -142,3 +160,14 @@ def test_detach_restores_the_full_state_dict() -> None:
     assert result.missing_keys == []
     callback.detach()
     assert set(model.state_dict()) == full
+
+
+def test_typed_delta_model_copies_and_pickles() -> None:
+    import copy
+    import pickle
+
+    model = make_model().eval()
+    x = torch.randint(1, 64, (2, 8))
+    for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert type(twin) is type(model) and isinstance(twin, dt.DeltaModel)
+        torch.testing.assert_close(twin(input_ids=x).logits, model(input_ids=x).logits, atol=0, rtol=0)

@@ -123,3 +123,6 @@ def test_relevance_recipe_smoke(tmp_path: Path) -> None:
         out / "adapter" / "adapter_model.safetensors"
     ).is_file()
     assert (out / "loss.png").is_file() and (out / "eval.png").is_file() and (out / "baseline" / "loss.png").is_file()
+    predictions = [json.loads(line) for line in (out / "test_predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == results["rows"]["test"] == 16
+    assert all(0 <= p["score"] <= 1 and p["label"] in (0, 1) for p in predictions)

@@ -17,6 +17,7 @@ from deltatune.errors import (
 )
 from deltatune.layer import BASE, AdaptedLayer, Adapter
 from deltatune.methods.adalora import AdaLoraConfig
+from deltatune.methods.adaption_prompt import AdaptionPromptConfig
 from deltatune.methods.beft import BeftConfig
 from deltatune.methods.boft import BOFTConfig
 from deltatune.methods.bottleneck import BottleneckConfig
@@ -31,12 +32,19 @@ from deltatune.methods.oft import OFTConfig
 from deltatune.methods.trainable_tokens import TrainableTokensConfig
 from deltatune.methods.vera import VeraConfig
 from deltatune.model import DeltaModel, wrap
+from deltatune.prompt import (
+    MultitaskPromptTuningConfig,
+    PrefixTuningConfig,
+    PromptEncoderConfig,
+    PromptTuningConfig,
+)
 from deltatune.registry import registered_methods
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AdaLoraConfig",
+    "AdaptionPromptConfig",
     "BeftConfig",
     "BottleneckConfig",
     "LNTuningConfig",
@@ -58,6 +66,10 @@ __all__ = [
     "LoKrConfig",
     "LoraConfig",
     "MergeError",
+    "MultitaskPromptTuningConfig",
+    "PrefixTuningConfig",
+    "PromptEncoderConfig",
+    "PromptTuningConfig",
     "OFTConfig",
     "TargetError",
     "UnsupportedLayerError",

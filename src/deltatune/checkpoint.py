@@ -10,6 +10,7 @@ map serves saving and loading, so the two cannot drift apart.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -84,6 +85,12 @@ def save_adapter(
     if any(t.device.type == "meta" for t in live.values()):
         raise CheckpointError("The adapter is on the meta device; materialise the model before saving.")
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in live.items()}
+    prompt = model.prompt_by_adapter._modules.get(adapter_name)
+    extra_files: dict[str, dict[str, torch.Tensor]] = {}
+    if prompt is not None:  # prompt methods: PEFT's keys, plus (in another file) the encoder to resume training
+        from deltatune.prompt.files import for_saving
+
+        tensors, extra_files = for_saving(prompt, live)  # type: ignore[arg-type]
     config = _config_for_saving(model.peft_config[adapter_name])
     to_checkpoint = method_for_config(config).checkpoint_tensors
     if to_checkpoint is not None:  # e.g. AdaLoRA keeps only the ranks its allocator kept
@@ -93,10 +100,18 @@ def save_adapter(
 
         tensors, config = convert_to_plain_lora(model, adapter_name, tensors, config, initial_folder)
     atomic_write(target / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    for file_name, file_tensors in extra_files.items():
+        atomic_write(target / file_name, functools.partial(_save_tensors, file_tensors))
     config.save(target)
     card = target / "README.md"
     if not card.exists() or _CARD_MARK in card.read_text(encoding="utf-8", errors="replace"):
         atomic_write_bytes(card, _model_card(adapter_name, config, tensors).encode())
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: str) -> None:
+    from safetensors.torch import save_file
+
+    save_file(tensors, path, metadata={"format": "pt"})
 
 
 def _config_for_saving(config: AdapterConfig) -> AdapterConfig:
@@ -198,6 +213,11 @@ def read_tensors(folder: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
 def load_weights(model: DeltaModel, adapter_name: str, folder: str | os.PathLike[str]) -> None:
     """Fill adapter ``adapter_name`` from ``folder``; every check passes before anything is written."""
+    prompt = model.prompt_by_adapter._modules.get(adapter_name)
+    if prompt is not None:
+        from deltatune.prompt.files import load_prompt
+
+        return load_prompt(model, adapter_name, prompt, folder)  # type: ignore[arg-type]
     loaded = read_tensors(folder)
     optional = _rebuilt_shared(model, adapter_name)
     expected = {**optional, **adapter_state(model, adapter_name)}

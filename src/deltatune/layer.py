@@ -11,6 +11,7 @@ methods that change more than that weight, through the adapter's own ``merge_mod
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
@@ -70,6 +71,19 @@ class Adapter(nn.Module):
     # Methods that read the base weight in forward (DoRA's norm, OFT on convolutions) set this
     # and receive ``base=<the base module>``; they must not keep it between calls.
     needs_base: ClassVar[bool] = False
+    # Methods that need the rest of the base module's call (the adaption prompt reads an attention
+    # module's ``position_embeddings``) set this and receive ``base=``, ``args=`` and ``kwargs=``
+    # (the call's arguments after the input); they must not keep them between calls.
+    needs_call_args: ClassVar[bool] = False
+    # Set by methods whose forward is ``inner(x) + g(x)`` with ``g`` not reading the layers below,
+    # and whose merge adds a ``delta_weight()`` that does not read the weight (LoRA, LoHa, ...).
+    # Such adapters commute, so they merge in any order; an adapter that scales, rotates or
+    # renormalises (IA3, OFT, DoRA) must keep its place in the activation order when merged.
+    additive: ClassVar[bool] = False
+    # Set by methods whose forward reads the stored base weight while acting on the output of
+    # the adapters below them (DoRA's norm): merging such an adapter, or one below it, changes
+    # what it computes, so that is refused while unmerged adapters are active below it.
+    reads_stored_weight: ClassVar[bool] = False
 
     def forward(self, x: torch.Tensor, inner: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
@@ -125,7 +139,9 @@ class AdaptedLayer(nn.Module):
             return getattr(self._modules["base_layer"], name)
 
     # ----------------------------------------------------------------------------- forward
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if x is None:  # called with keywords only, as transformers calls attention: self_attn(hidden_states=...)
+            x = self._keyword_input(kwargs)
         rt = self._runtime
         if rt.disabled:
             return self.base_layer(x, *args, **kwargs)
@@ -137,11 +153,26 @@ class AdaptedLayer(nn.Module):
         for name in rt.active:
             adapter = self.adapters._modules.get(name)
             if adapter is not None and name not in self.merged:
-                if adapter.needs_base:
+                if adapter.needs_call_args:
+                    fn = functools.partial(adapter, inner=fn, base=self.base_layer, args=args, kwargs=kwargs)
+                elif adapter.needs_base:
                     fn = functools.partial(adapter, inner=fn, base=self.base_layer)
                 else:
                     fn = functools.partial(adapter, inner=fn)
         return fn(x)
+
+    def _keyword_input(self, kwargs: dict[str, Any]) -> torch.Tensor:
+        """Take the input out of a keywords-only call: the base forward's first parameter."""
+        name = self.__dict__.get("_input_name")
+        if name is None:
+            params = list(inspect.signature(self.base_layer.forward).parameters)
+            name = self.__dict__["_input_name"] = params[0] if params else ""
+        if name not in kwargs:
+            raise DeltatuneError(
+                f"{type(self.base_layer).__name__} was called without its input {name!r}; "
+                "pass the input as the first argument or by that name."
+            )
+        return kwargs.pop(name)
 
     def _mixed_forward(self, x: torch.Tensor, routing: Routing, args: tuple, kwargs: dict) -> torch.Tensor:
         used = [self.adapters._modules.get(n) for n in routing.names]
@@ -160,7 +191,8 @@ class AdaptedLayer(nn.Module):
             names = sorted({type(a).__name__ for a in present})
             raise DeltatuneError(
                 f"A mixed batch cannot combine adapters of type {names} on one layer; "
-                "mixed batches support LoRA adapters (DoRA included). Run these adapters in separate batches."
+                "mixed batches support LoRA adapters (DoRA included) on dense, embedding and convolution layers. "
+                "Run these adapters in separate batches."
             )
         index = routing.index_for(x.shape[0], x.device)
         return kind.mixed_forward(used, index, x, out, base=self.base_layer)
@@ -176,6 +208,7 @@ class AdaptedLayer(nn.Module):
         todo = [n for n in names if n in self.adapters and n not in self.merged]
         if not todo:
             return
+        self._check_merge_order(todo)
         start = len(self.merged)
         try:
             for by_module, run in self._runs(todo):
@@ -189,6 +222,35 @@ class AdaptedLayer(nn.Module):
         except BaseException:
             self._unwind(len(self.merged) - start)
             raise
+
+    def _check_merge_order(self, todo: list[str]) -> None:
+        """Refuse a merge that would change the outputs: once merged, adapters act first (in merge
+        order), below the unmerged active ones, so every active pair whose order that reverses must
+        commute (both ``additive``), e.g. LoRA over OFT can merge OFT alone but not LoRA alone."""
+        active = [n for n in self._runtime.active if n in self.adapters]
+        for i, name in enumerate(active):
+            below = [n for n in active[:i] if n not in self.merged]
+            if self._adapter(name).reads_stored_weight and below and set(todo) & {name, *below}:
+                raise MergeError(
+                    f"Adapter {name!r} ({type(self._adapter(name)).__name__}) normalises the stored weight of this "
+                    f"{type(self.base_layer).__name__} but acts on the output of the unmerged adapters {below} below "
+                    f"it, so merging {sorted(set(todo) & {name, *below})} would change the outputs; nothing was "
+                    f"merged. Merge {below} while {name!r} is inactive, or activate {name!r} first."
+                )
+        place = {name: i for i, name in enumerate(active)}
+        merged = [*self.merged, *todo]
+        order = [n for n in merged if n in place] + [n for n in active if n not in merged]
+        for i, outer in enumerate(order):
+            for inner in order[i + 1 :]:
+                first, second = self._adapter(outer), self._adapter(inner)
+                if place[outer] > place[inner] and not (first.additive and second.additive):
+                    kinds = f"{type(first).__name__} and {type(second).__name__}"
+                    raise MergeError(
+                        f"Cannot merge adapter {outer!r} before adapter {inner!r} on a "
+                        f"{type(self.base_layer).__name__}: {inner!r} acts below it in the activation order and "
+                        f"{kinds} do not commute, so the merged model would differ. Merge {inner!r} too "
+                        f"(merge_adapter([{inner!r}, {outer!r}])) or deactivate it; nothing was merged."
+                    )
 
     def unmerge(self) -> None:
         """Undo every merge, newest first, so stacked methods unwind in the right order."""

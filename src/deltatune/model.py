@@ -18,7 +18,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from deltatune import targeting, weights
+from deltatune import signature, targeting, weights
 from deltatune.config import AdapterConfig
 from deltatune.errors import AdapterNameError, ConfigError, DeltatuneError, MergeError
 from deltatune.integrations import transformers as hf
@@ -53,6 +53,8 @@ class DeltaModel(nn.Module):
             raise DeltatuneError("This model already has adapters; call model.add_adapter(name, config) instead.")
         if not isinstance(model, nn.Module):
             raise DeltatuneError(f"Expected a torch.nn.Module to adapt, got {type(model).__name__}.")
+        if type(self) is DeltaModel:  # forward shows the wrapped model's parameters (signature.py)
+            self.__class__ = signature.typed_class(DeltaModel, type(model))
         self.model = model
         self.peft_config: dict[str, AdapterConfig] = {}
         self._runtime = Runtime()
@@ -60,6 +62,8 @@ class DeltaModel(nn.Module):
         # adapter name -> tensors all layers of that adapter share (see registry.Method.create_shared).
         # Not "shared": that name would hide e.g. T5's ``model.shared`` embedding from users.
         self.shared_by_adapter = nn.ModuleDict()
+        # adapter name -> whole-model prompt adapter (registry.Method.create_prompt, see deltatune.prompt).
+        self.prompt_by_adapter = nn.ModuleDict()
         for param in model.parameters():
             param.requires_grad_(False)
 
@@ -87,8 +91,25 @@ class DeltaModel(nn.Module):
             names = [n for n, _ in targeting.walk(self.model)]
             heads = [h for h in hf.TASK_HEADS[config.task_type] if any(n.endswith(h) for n in names)]
             config.modules_to_save = list(dict.fromkeys([*(config.modules_to_save or []), *heads]))
-        spec = targeting.resolve_target_spec(self.model, config)
-        names = targeting.find_targets(self.model, config, method, strict=strict_targets)
+        prompt = None if method.create_prompt is None else method.create_prompt(self.model, config)
+        own_rule = prompt is not None or method.select_targets is not None  # no generic default or targeting
+        # Raw parameters (LoRA's target_parameters) are adapted through the modules that own them;
+        # with no target_modules (None or []) those modules are the only targets (PEFT's rule).
+        owners = targeting.find_parameter_targets(self.model, config, strict=strict_targets)
+        only_parameters = bool(owners) and config.target_modules in (None, [])
+        spec = None if own_rule or only_parameters else targeting.resolve_target_spec(self.model, config)
+        if prompt is not None or only_parameters:
+            names = []
+        elif method.select_targets is not None:  # it may fill config.target_modules with its model-type default
+            names = method.select_targets(self.model, config)
+        else:
+            names = targeting.find_targets(self.model, config, method, strict=strict_targets)
+        if set(names) & set(owners):
+            raise ConfigError(
+                f"{sorted(set(names) & set(owners))} are selected by target_modules and own parameters selected by "
+                "target_parameters; a module takes one or the other. Leave them out of one of the two lists."
+            )
+        module_targets, names = names, [*names, *owners]
         saved = targeting.find_saved_modules(self.model, config.modules_to_save)
         modules = dict(targeting.walk(self.model))
         # Build every adapter before touching the model, so a failure leaves it unchanged.
@@ -98,8 +119,9 @@ class DeltaModel(nn.Module):
         created = {n: method.create(bases[n], n, config, **extra) for n in names}
         if hasattr(config, "fan_in_fan_out") and any(weights.is_transposed_linear(m) for m in bases.values()):
             config.fan_in_fan_out = True  # what PEFT writes for GPT-2 Conv1D layers (detected here anyway)
-        if config.target_modules is None or (isinstance(spec, str) and spec.lower() == targeting.ALL_LINEAR):
-            config.target_modules = targeting.compact_targets(self.model, names)
+        is_all_linear = isinstance(spec, str) and spec.lower() == targeting.ALL_LINEAR
+        if (prompt is None and not only_parameters and config.target_modules is None) or is_all_linear:
+            config.target_modules = targeting.compact_targets(self.model, module_targets)
         if config.base_model_name_or_path is None:
             config.base_model_name_or_path = _name_or_path(self.model)
         for name, adapter in created.items():
@@ -109,6 +131,8 @@ class DeltaModel(nn.Module):
             self._saved_at(name, modules[name]).add(adapter_name)
         if shared is not None:
             self.shared_by_adapter[adapter_name] = shared
+        if prompt is not None:
+            self.prompt_by_adapter[adapter_name] = prompt.train(self.training)
         self.peft_config[adapter_name] = config
         self._update_trainable()
 
@@ -131,6 +155,8 @@ class DeltaModel(nn.Module):
         names = [adapter_name] if isinstance(adapter_name, str) else list(adapter_name)
         for name in names:
             self._require(name)
+        if sum(name in self.prompt_by_adapter for name in names) > 1:
+            raise DeltatuneError(f"Only one prompt-learning adapter can be active at a time; got {names}.")
         self._runtime.active = tuple(names)
         self._update_trainable()
 
@@ -160,6 +186,8 @@ class DeltaModel(nn.Module):
                     _replace(self.model, path, wrapper.original_module)
         if adapter_name in self.shared_by_adapter:
             del self.shared_by_adapter[adapter_name]
+        if adapter_name in self.prompt_by_adapter:
+            del self.prompt_by_adapter[adapter_name]
         del self.peft_config[adapter_name]
         self._runtime.active = tuple(n for n in self._runtime.active if n != adapter_name)
         self._update_trainable()
@@ -198,6 +226,8 @@ class DeltaModel(nn.Module):
         shared = self.shared_by_adapter._modules.get(adapter_name)
         if shared is not None:
             yield from shared.parameters()
+        if adapter_name in self.prompt_by_adapter:
+            yield from self.prompt_by_adapter[adapter_name].parameters()
         yield from self._bias_parameters(adapter_name)
 
     def _bias_parameters(self, adapter_name: str) -> Iterator[nn.Parameter]:
@@ -237,6 +267,9 @@ class DeltaModel(nn.Module):
     def forward(self, *args: Any, adapter_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
         if adapter_names is None:
             self._warn_if_frozen()
+            prompt = self._active_prompt()
+            if prompt is not None:  # virtual tokens or a KV prefix: the prompt package runs the model
+                return self._add_training_loss(prompt.run(self.model, args, kwargs))
             return self._add_training_loss(self.model(*args, **kwargs))
         with self._route(adapter_names):
             return self.model(*args, **kwargs)
@@ -282,6 +315,9 @@ class DeltaModel(nn.Module):
 
     def generate(self, *args: Any, adapter_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
         generate = cast(Any, self.model).generate
+        prompt = self._active_prompt()
+        if adapter_names is None and prompt is not None:
+            return prompt.generate(self.model, args, kwargs)
         if adapter_names is None:
             return generate(*args, **kwargs)
         with self._route(adapter_names):
@@ -292,6 +328,8 @@ class DeltaModel(nn.Module):
         if isinstance(adapter_names, str) or not len(adapter_names):
             raise DeltatuneError("adapter_names must be a list with one adapter name per sample.")
         unique = list(dict.fromkeys(adapter_names))
+        if self._active_prompt() is not None or any(name in self.prompt_by_adapter for name in unique):
+            raise DeltatuneError("Prompt-learning adapters cannot join mixed batches (adapter_names=...).")
         for name in unique:
             if name != BASE:
                 self._require(name)
@@ -302,6 +340,12 @@ class DeltaModel(nn.Module):
             yield
         finally:
             self._runtime.routing = None
+
+    def _active_prompt(self) -> Any:
+        """The active prompt adapter (see deltatune.prompt), or None (none active, or adapters disabled)."""
+        if self._runtime.disabled:
+            return None
+        return next((self.prompt_by_adapter[n] for n in self._runtime.active if n in self.prompt_by_adapter), None)
 
     def _warn_if_frozen(self) -> None:
         if not self.training or not torch.is_grad_enabled() or self._warned_frozen:
@@ -331,10 +375,18 @@ class DeltaModel(nn.Module):
 
     # ----------------------------------------------------------------------------- merging
     def merge_adapter(self, adapter_names: Sequence[str] | None = None, safe_merge: bool = False) -> None:
-        """Fold adapters (default: the active ones) into the base weights; all layers or none."""
+        """Fold adapters (default: the active ones) into the base weights; all layers or none.
+
+        Active adapters merge in activation order (the first active one acts nearest the base),
+        whatever the order of ``adapter_names``; inactive ones merge before them, as listed.
+        """
         names = list(self._runtime.active if adapter_names is None else adapter_names)
         for name in names:
             self._require(name)
+            if name in self.prompt_by_adapter:
+                raise MergeError(f"Adapter {name!r} is a prompt-learning adapter; it has no weights to merge.")
+        active = self._runtime.active
+        names = list(dict.fromkeys([n for n in names if n not in active] + [n for n in active if n in names]))
         done: list[AdaptedLayer] = []
         try:
             for _, layer in self.adapted_layers():
@@ -368,6 +420,7 @@ class DeltaModel(nn.Module):
             _replace(self.model, path, wrapper.current() if keep_trained_copies else wrapper.original_module)
         self.peft_config.clear()
         self.shared_by_adapter.clear()
+        self.prompt_by_adapter.clear()
         self._runtime.active = ()
         return self.model
 

@@ -55,6 +55,14 @@ class Method:
     # Optional: (model, adapter name, {checkpoint key: tensor}) -> the tensors to save, for methods
     # whose checkpoint form differs from their training form (AdaLoRA saves only the kept ranks).
     checkpoint_tensors: Callable[[DeltaModel, str, dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
+    # Optional, for methods that adapt the whole model rather than layers (the prompt-learning family):
+    # (model, config) -> a module kept in DeltaModel.prompt_by_adapter that runs the model's forward and
+    # generate while its adapter is active (see deltatune.prompt). Such methods target no layer.
+    create_prompt: Callable[[nn.Module, AdapterConfig], nn.Module] | None = None
+    # Optional: (model, config) -> the names of the modules to adapt, for methods whose targeting is not
+    # targeting.find_targets' rule (the adaption prompt adapts the top ``adapter_layers`` attention modules).
+    # It replaces the generic default too: with ``target_modules=None`` it sets the value PEFT would write.
+    select_targets: Callable[[nn.Module, AdapterConfig], list[str]] | None = None
 
 
 _METHODS: dict[str, Method] = {}

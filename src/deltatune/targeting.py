@@ -205,3 +205,49 @@ def find_saved_modules(model: nn.Module, modules_to_save: list[str] | None) -> l
             raise TargetError(f"modules_to_save entry {entry!r} matches no module. {_suggest(entry, names)}")
         found.extend(h for h in hits if h not in found)
     return found
+
+
+# ----------------------------------------------------------------------------- raw parameters
+def parameters_of(module_name: str, module: nn.Module, entries: list[str]) -> list[str]:
+    """The names of ``module``'s own parameters that ``entries`` select (PEFT's rule: the full name
+    ``<module>.<parameter>`` equals an entry or ends with ``"." + entry``), in registration order."""
+    found = []
+    for param_name, _ in unwrap(module).named_parameters(recurse=False):
+        key = f"{module_name}.{param_name}" if module_name else param_name
+        if any(suffix_match(key, entry) for entry in entries):
+            found.append(param_name)
+    return found
+
+
+def find_parameter_targets(model: nn.Module, config: AdapterConfig, *, strict: bool = True) -> dict[str, list[str]]:
+    """{module name: its targeted parameter names} for ``config.target_parameters`` (LoRA), in model order.
+
+    An entry that matches no parameter is an error listing the closest parameter names (a
+    warning when ``strict`` is off, as for target_modules).
+    """
+    entries = getattr(config, "target_parameters", None) or []
+    if not entries:
+        return {}
+    modules = list(walk(model))
+    owners: dict[str, list[str]] = {}
+    for name, module in modules:
+        params = parameters_of(name, module, entries)
+        if params:
+            owners[name] = params
+    if any(parameters_of("", model, entries)):
+        raise TargetError(
+            f"target_parameters {entries} select parameters of the model's root module itself; adapters wrap "
+            "submodules, so target parameters that live in a submodule."
+        )
+    keys = [f"{n}.{p}" for n, m in modules for p, _ in unwrap(m).named_parameters(recurse=False)]
+    for entry in entries:
+        if any(suffix_match(key, entry) for key in keys):
+            continue
+        leaves = sorted({k.rsplit(".", 1)[-1] for k in keys})
+        close = difflib.get_close_matches(entry, keys + leaves, n=5, cutoff=0.5)
+        hint = f"Closest parameter names: {close}." if close else f"Parameter names include: {leaves[:20]}."
+        message = f"target_parameters entry {entry!r} matches no parameter of the model. {hint}"
+        if strict:
+            raise TargetError(message + " Fix target_parameters.")
+        warnings.warn(message, stacklevel=4)
+    return owners

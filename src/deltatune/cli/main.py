@@ -7,10 +7,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from deltatune.cli import demo, inspect_adapter, recipes, train
+from deltatune.cli import demo, evaluate, inspect_adapter, merge, predict, recipes, train
 from deltatune.errors import DeltatuneError
 
-SUBCOMMANDS = (train, inspect_adapter, recipes, demo)
+SUBCOMMANDS = (train, evaluate, predict, merge, inspect_adapter, recipes, demo)
 EXIT_USER_ERROR = 2  # as argparse uses for bad arguments
 
 
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="deltatune",
-        description="Parameter-efficient fine-tuning: train, inspect and demo adapters (PEFT checkpoint format).",
+        description="Parameter-efficient fine-tuning: train, evaluate, apply, merge, inspect adapters (PEFT format).",
     )
     parser.add_argument("--version", action="version", version=f"deltatune {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

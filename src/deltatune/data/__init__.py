@@ -6,6 +6,27 @@ script in the repository's ``scripts/`` folder (``scripts/make_<name>_data.py``)
 ``relevance``: synthetic e-commerce query/product-title pairs labelled 1 when the title matches the
 query's intent and 0 otherwise (half of the negatives are hard, same-category near misses);
 3000 train / 500 valid / 500 test rows (``scripts/make_relevance_data.py``).
+
+``compatibility``: synthetic phone/accessory-title pairs labelled 1 when the accessory fits the phone;
+``kind`` marks matches, hard negatives (a sibling model: iPhone 14 Pro vs 14, a Lightning cable for a
+USB-C iPhone) and easy ones (another brand); 3000 / 500 / 500 rows (``scripts/make_compatibility_data.py``).
+
+``ctr``: synthetic search-ad impressions (query, ad text, the user's past clicks and affinity in the
+ad's category, ad position, device) with ``clicked`` drawn from a hidden model of text relevance,
+behaviour and position bias; 3000 / 500 / 500 rows (``scripts/make_ctr_data.py``).
+
+``mrc``: synthetic help-center and product passages (shipping, returns, warranty, support, specs)
+with questions whose answers are passage spans (``context``, ``question``, ``answer``,
+``answer_start``); 1223 train / 183 valid / 239 test questions (``scripts/make_mrc_data.py``).
+
+``summarization``: synthetic product reviews and local news items whose reference summary is
+their three key-fact sentences, placed anywhere in the document (``title``, ``document``,
+``summary``); 600 train / 100 valid / 150 test documents (``scripts/make_summarization_data.py``).
+
+``sft``: instructions for a causal LM ("Reverse the words: ...", "Sort these numbers: ...",
+"Extract the product brand from: ...") with their responses (``prompt``, ``response``, ``kind``),
+and ``vocab.txt``, the WordPiece vocabulary a from-scratch model uses;
+5000 train / 240 valid / 360 test rows (``scripts/make_sft_data.py``).
 """
 
 from __future__ import annotations

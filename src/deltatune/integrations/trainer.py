@@ -13,10 +13,8 @@ and, to resume or to load the best model at the end, loads that file back with
 - ``DeltaModel.on_optimizer_step(global_step)`` runs after each optimizer step (AdaLoRA's rank
   budget), as :class:`~deltatune.integrations.trainer_hooks.DeltaTuneCallback` does.
 
-Two Trainer settings must be given until DeltaModel exposes its wrapped model's ``forward``
-signature (the Trainer reads it to keep dataset columns and find the labels):
-``remove_unused_columns=False`` and ``label_names=["labels"]`` (or your label columns). The
-callback checks them and says so.
+No Trainer setting needs changing: a DeltaModel's ``forward`` shows the wrapped model's signature
+(see ``deltatune.signature``), so the Trainer keeps the right dataset columns and finds the labels.
 """
 
 from __future__ import annotations
@@ -87,16 +85,6 @@ class AdapterCheckpoints(DeltaTuneCallback):
             raise DeltatuneError(
                 f"AdapterCheckpoints needs a DeltaModel (deltatune.wrap(model, config)); the Trainer has "
                 f"{type(model).__name__}."
-            )
-        problems = []
-        if args.remove_unused_columns:
-            problems.append("remove_unused_columns=False (else the Trainer drops every input column)")
-        if args.label_names is None:
-            problems.append('label_names=["labels"] (or your label columns; else evaluation sees no labels)')
-        if problems:
-            raise DeltatuneError(
-                "A DeltaModel forwards every argument to the wrapped model, which the Trainer cannot see; "
-                f"set in TrainingArguments: {'; '.join(problems)}."
             )
         self.attach(delta)
 

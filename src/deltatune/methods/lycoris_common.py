@@ -108,6 +108,7 @@ class LycorisAdapter(Adapter):
     """
 
     needs_base = True  # to fold ΔW into the base's own op when the adapter sits right on it
+    additive = True  # base(x) + op(x, ΔW): commutes with other additive adapters when merging
 
     def __init__(self, base: nn.Module, r: int, alpha: float, rank_dropout: float, module_dropout: float) -> None:
         super().__init__()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,28 +20,32 @@ SPLITS = ("train", "valid", "test")
 
 def read_rows(path: str | Path, required: Sequence[str], label_field: str | None = None) -> Rows:
     """Read a .jsonl or .csv file; every row must hold ``required`` (and an integer ``label_field``)."""
+    rows = list(iter_rows(path, required, label_field))
+    if not rows:
+        raise DataError(f"Data file {path} holds no rows.")
+    return rows
+
+
+def iter_rows(path: str | Path, required: Sequence[str], label_field: str | None = None) -> Iterator[dict[str, Any]]:
+    """The rows of a .jsonl or .csv file one at a time (for files too large to hold), each checked."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"Data file {path} does not exist; check the path (relative paths start at {Path.cwd()}).")
-    if path.suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as fh:
-            rows = [(i + 2, dict(r)) for i, r in enumerate(csv.DictReader(fh))]  # line 1 is the header
-    else:
-        rows = []
-        with path.open(encoding="utf-8") as fh:
-            for number, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}, line {number}: not valid JSON ({exc.msg}).") from exc
-                if not isinstance(row, dict):
-                    raise DataError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}.")
-                rows.append((number, row))
-    if not rows:
-        raise DataError(f"Data file {path} holds no rows.")
-    return [check_row(row, required, label_field, f"{path}, line {number}") for number, row in rows]
+    with path.open(encoding="utf-8", newline="") as fh:
+        if path.suffix == ".csv":
+            for i, row in enumerate(csv.DictReader(fh)):
+                yield check_row(dict(row), required, label_field, f"{path}, line {i + 2}")  # line 1: the header
+            return
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}, line {number}: not valid JSON ({exc.msg}).") from exc
+            if not isinstance(row, dict):
+                raise DataError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}.")
+            yield check_row(row, required, label_field, f"{path}, line {number}")
 
 
 def check_row(row: dict[str, Any], required: Sequence[str], label_field: str | None, where: str) -> dict[str, Any]:

@@ -21,9 +21,8 @@ RECIPE_SUFFIXES = (".yaml", ".yml")
 
 
 def recipe_dirs() -> list[Path]:
-    """Where shipped recipes live: ./recipes, then the recipes/ folder of a source checkout."""
-    here = Path(__file__).resolve()
-    candidates = [Path.cwd() / "recipes", here.parents[3] / "recipes"]
+    """Where recipes are found by name: ./recipes, then the ones shipped inside the package."""
+    candidates = [Path.cwd() / "recipes", Path(__file__).resolve().parents[1] / "recipes"]
     seen: list[Path] = []
     for c in candidates:
         if c.is_dir() and c.resolve() not in seen:

@@ -32,12 +32,18 @@ from deltatune.training.tasks import Task, TaskSetup, get_task_kind, task_option
 
 RUN_FILE = "run.json"
 RESULTS_FILE = "results.json"
+PREDICTIONS_FILE = "test_predictions.jsonl"
 _IGNORED = {"output.progress"}  # settings that do not change what a run computes
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def resolve_model_path(path: str) -> str:
-    """A local folder for ``model.path``: ``pkg:<module>`` asks the package, a Hub id passes through."""
+    """A local folder for ``model.path``: ``pkg:<module>`` asks the package, a Hub id passes through.
+
+    ``config:<...>`` (a model built from a config, no weights) passes through to the task's setup.
+    """
+    if path.startswith("config:"):
+        return path
     if path.startswith("pkg:"):
         module = path[4:]
         try:
@@ -229,6 +235,8 @@ def run_recipe(recipe: Recipe, overwrite: bool = False, resume: bool = False) ->
         torch.set_num_threads(recipe.train.num_threads)
     inputs = prepare(recipe)
     config = adapter_config(recipe.adapter.method, recipe.adapter.options, inputs.setup.adapter_task_type)
+    if inputs.setup.modules_to_save:  # a custom model's heads, as SEQ_CLS adds a transformers model's
+        config.modules_to_save = list(dict.fromkeys([*(config.modules_to_save or []), *inputs.setup.modules_to_save]))
     model = dt.wrap(load_model(inputs, recipe.train.seed), config)
 
     if mode == "overwrite":
@@ -245,6 +253,7 @@ def run_recipe(recipe: Recipe, overwrite: bool = False, resume: bool = False) ->
                  hooks=Hooks.for_model(model), resume=again, desc=desc)  # fmt: skip
     adapted = _summary(model, fitted, split_metrics(model, inputs, recipe, fitted.metrics))
     _save_adapter(model, out / "adapter")
+    _save_predictions(model, inputs, recipe, out / PREDICTIONS_FILE)
     results = {
         "recipe": recipe.name,
         "task": recipe.task,
@@ -262,6 +271,17 @@ def run_recipe(recipe: Recipe, overwrite: bool = False, resume: bool = False) ->
     atomic_write_bytes(out / RESULTS_FILE, (json.dumps(results, indent=2) + "\n").encode())
     print_results(results, out)
     return results
+
+
+def _save_predictions(model: nn.Module, inputs: Inputs, recipe: Recipe, file: Path) -> None:
+    """The adapted model's output for every test row (what ``deltatune predict`` writes), one JSON line each."""
+    if inputs.setup.predict is None or not inputs.test:
+        return
+    model.eval()
+    with torch.no_grad():
+        predictions = inputs.setup.predict(model, inputs.test, recipe.eval.batch_size)
+    lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
+    atomic_write_bytes(file, lines.encode())
 
 
 def _save_adapter(model: Any, folder: Path) -> None:

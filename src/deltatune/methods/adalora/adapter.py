@@ -29,6 +29,8 @@ class SvdAdapter(Adapter):
     """What the dense and the Conv2d form share: the P Λ Q triplets, scale, dropout and the
     allocator's running statistics (non-persistent buffers, created at the first allocation step)."""
 
+    additive = True  # W0 x + c P (Λ ⊙ Q) x: commutes with other additive adapters when merging
+
     def __init__(self, fan_in: int, out_features: int, kept: list[int], init_r: int, alpha: float, dropout: float):
         super().__init__()
         r = len(kept)

@@ -33,7 +33,11 @@ class AdaLoraConfig(AdapterConfig):
     """
 
     peft_type: ClassVar[str] = "ADALORA"
-    unsupported_fields: ClassVar[dict[str, Any]] = {**LoraConfig.unsupported_fields, "use_dora": False}
+    unsupported_fields: ClassVar[dict[str, Any]] = {
+        **LoraConfig.unsupported_fields,
+        "use_dora": False,
+        "target_parameters": None,  # a LoraConfig field, not an AdaLoRA one
+    }
 
     target_r: int = _help("Average rank per adapted layer at the end of the budget schedule.", 8)
     init_r: int = _help("Rank of every adapted layer at the start (the budget is init_r per layer).", 12)

@@ -62,6 +62,7 @@ class FourierFTLinear(Adapter):
 
     _scatter: torch.Tensor
     needs_base = True  # to fold ΔW into a plain dense base's GEMM
+    additive = True  # W0 x + ΔW x: commutes with other additive adapters when merging
 
     def __init__(self, in_features: int, out_features: int, n: int, scaling: float, seed: int) -> None:
         super().__init__()

@@ -11,7 +11,7 @@ register_method(
         config_cls=LoraConfig,
         create=create_lora,  # type: ignore[arg-type]
         supports=supports_lora,
-        layer_types=("Linear", "Embedding", "Conv1d", "Conv2d", "Conv3d", "GPT-2 Conv1D"),
+        layer_types=("Linear", "Embedding", "Conv1d", "Conv2d", "Conv3d", "GPT-2 Conv1D", "MultiheadAttention"),
         # Shares nothing (returns None): it checks every target before PiSSA/OLoRA rewrite any base weight.
         create_shared=check_targets,  # type: ignore[arg-type]
     )

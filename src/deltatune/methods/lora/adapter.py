@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deltatune import weights
+from deltatune import targeting, weights
 from deltatune.errors import UnsupportedLayerError
 from deltatune.layer import Adapter
 from deltatune.methods.lora import dora, fused
@@ -59,6 +59,14 @@ class LoraAdapter(Adapter):
     @property
     def needs_base(self) -> bool:  # type: ignore[override]
         return self.dora is not None  # DoRA's norm reads the base weight
+
+    @property
+    def additive(self) -> bool:  # type: ignore[override]
+        return self.dora is None  # DoRA renormalises the weight below it: it does not commute
+
+    @property
+    def reads_stored_weight(self) -> bool:  # type: ignore[override]
+        return self.dora is not None  # DoRA's norm is of the stored weight, not of what runs below it
 
     def forward(
         self, x: torch.Tensor, inner: Callable[[torch.Tensor], torch.Tensor], base: nn.Module | None = None
@@ -271,6 +279,16 @@ def create_lora(base: nn.Module, name: str, config: LoraConfig, shared: None = N
     """
     r, alpha = config.rank_and_alpha(name)
     args = (r, alpha, config.lora_dropout, config.use_rslora)
+    params = targeting.parameters_of(name, base, config.target_parameters) if config.target_parameters else []
+    if params:  # a module reached through target_parameters (see params.py)
+        from deltatune.methods.lora.params import create_parameter_lora
+
+        return create_parameter_lora(base, name, params, r, alpha, config.use_rslora, config.init_lora_weights)
+    if config.use_dora and isinstance(base, nn.MultiheadAttention):
+        raise UnsupportedLayerError(
+            f"DoRA (use_dora=True) is not available for {name} (nn.MultiheadAttention), as in PEFT; "
+            "add it to exclude_modules, or use a plain LoRA (use_dora=False) for this adapter."
+        )
     init = config.init_lora_weights
     special = lora_init.is_special(init)
     # Build on the base's device: on "meta" nothing is allocated, so injection stays fast.
@@ -296,6 +314,11 @@ def _build(base: nn.Module, name: str, args: tuple[int, float, float, bool]) -> 
         adapter = LoraLinear(in_f, out_f, *args)
     elif isinstance(base, nn.Embedding):
         adapter = LoraEmbedding(base, *args)
+    elif isinstance(base, nn.MultiheadAttention):
+        from deltatune.methods.lora.mha import LoraMultiheadAttention, check_mha
+
+        check_mha(base, name)
+        adapter = LoraMultiheadAttention(base, *args)
     elif isinstance(base, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
         if base.groups != 1 or any(d != 1 for d in base.dilation) or isinstance(base.padding, str):
             raise UnsupportedLayerError(
@@ -306,11 +329,11 @@ def _build(base: nn.Module, name: str, args: tuple[int, float, float, bool]) -> 
         adapter = LoraConv(base, *args)
     else:
         raise UnsupportedLayerError(
-            f"LoRA cannot adapt {name} ({type(base).__name__}); it supports Linear, Embedding, "
-            "Conv1d/2d/3d and GPT-2 Conv1D. Remove it from target_modules or add it to exclude_modules."
+            f"LoRA cannot adapt {name} ({type(base).__name__}); it supports Linear, Embedding, Conv1d/2d/3d, "
+            "GPT-2 Conv1D and MultiheadAttention. Remove it from target_modules or add it to exclude_modules."
         )
     return adapter
 
 
 def supports_lora(module: nn.Module) -> bool:
-    return weights.layer_kind(module) is not None
+    return weights.layer_kind(module) is not None or isinstance(module, nn.MultiheadAttention)

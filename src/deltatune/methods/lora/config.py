@@ -23,7 +23,6 @@ class LoraConfig(AdapterConfig):
     unsupported_fields: ClassVar[dict[str, Any]] = {
         "lora_bias": False,
         "layer_replication": None,
-        "target_parameters": None,
         "trainable_token_indices": None,
         "use_qalora": False,
         "megatron_config": None,
@@ -56,6 +55,11 @@ class LoraConfig(AdapterConfig):
         True,
     )
     use_dora: bool = _help("DoRA: learn a magnitude per output feature on top of the LoRA direction.", False)
+    target_parameters: list[str] | None = _help(
+        "Raw parameters to adapt, e.g. ['mlp.experts.gate_up_proj'] (fused MoE experts, 3-D (experts, out, in) "
+        "or 2-D (out, in)); matched by name suffix; no dropout, DoRA or weight-decomposing init with them.",
+        None,
+    )
     rank_pattern: dict[str, int] = _help("Per-module rank: {regex on module name suffix: r}.", factory=dict)
     alpha_pattern: dict[str, float] = _help("Per-module alpha: {regex on module name suffix: alpha}.", factory=dict)
 
@@ -83,6 +87,7 @@ class LoraConfig(AdapterConfig):
                 _check_regex(name, key)
                 if name == "rank_pattern" and (not isinstance(value, int) or value <= 0):
                     raise ConfigError(f"rank_pattern[{key!r}] must be a positive integer, got {value!r}.")
+        self._check_target_parameters()
         if self.init_lora_weights == "orthogonal":
             odd = sorted({r for r in [self.r, *self.rank_pattern.values()] if r % 2})
             if odd:
@@ -90,6 +95,34 @@ class LoraConfig(AdapterConfig):
                     f"init_lora_weights='orthogonal' needs an even rank, got r in {odd}; "
                     "use an even r (and even rank_pattern values) or another init."
                 )
+
+    def _check_target_parameters(self) -> None:
+        if self.target_parameters is None:
+            return
+        if isinstance(self.target_parameters, (set, tuple)):
+            self.target_parameters = sorted(self.target_parameters)
+        if not isinstance(self.target_parameters, list) or not all(
+            isinstance(t, str) and t for t in self.target_parameters
+        ):
+            raise ConfigError(
+                f"LoraConfig.target_parameters must be a list of parameter names such as ['mlp.experts.gate_up_proj'], "
+                f"got {self.target_parameters!r}."
+            )
+        # The update lives in the parameter itself, so nothing can act on an input (dropout, DoRA's
+        # per-output norm of an input-dependent path) and nothing may decompose it (PiSSA/OLoRA/orthogonal).
+        bad = {
+            "lora_dropout": self.lora_dropout != 0,
+            "use_dora": self.use_dora,
+            "fan_in_fan_out": self.fan_in_fan_out,
+            "init_lora_weights": self.init_lora_weights not in (True, False, "gaussian"),
+        }
+        wrong = [name for name, is_bad in bad.items() if is_bad]
+        if wrong and self.target_parameters:
+            raise ConfigError(
+                f"LoraConfig.target_parameters cannot be combined with {wrong} (the update is added to the parameter "
+                "itself, as in PEFT); use lora_dropout=0.0, use_dora=False, fan_in_fan_out=False and "
+                "init_lora_weights True, False or 'gaussian', or target modules instead."
+            )
 
     @property
     def mutates_base(self) -> bool:

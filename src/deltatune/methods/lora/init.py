@@ -69,13 +69,17 @@ def check_targets(model: nn.Module, config: LoraConfig, bases: dict[str, nn.Modu
     PiSSA / OLoRA rewrite base weights as each adapter is built; checking all targets first keeps
     a failed ``add_adapter`` from leaving the model half-decomposed. Registered as the method's
     ``create_shared`` hook, which runs once before the per-layer factories; it shares nothing.
+    It also refuses targeting the ``out_proj`` of an ``nn.MultiheadAttention`` (see ``mha.py``).
     """
+    from deltatune.methods.lora.mha import check_mha_targets
+
+    check_mha_targets(model, bases)
     init = config.init_lora_weights
     if not is_special(init):
         return None
     for name, base in bases.items():
         kind = weights.layer_kind(base)
-        if kind == "conv":
+        if kind == "conv" or kind is None:
             raise UnsupportedLayerError(
                 f"init_lora_weights={init!r} works on Linear and GPT-2 Conv1D layers, but {name} is a "
                 f"{type(base).__name__}. Exclude it (exclude_modules) or use init_lora_weights=True for this adapter."
@@ -173,9 +177,14 @@ def convert_to_plain_lora(
         )
     initial = read_tensors(initial_folder)
     out = dict(tensors)
-    for path, adapter in model.adapter_modules(adapter_name):
-        if not isinstance(adapter, LoraAdapter):
-            continue
+    # Nested LoRA factors count too (an attention's adapter holds its out_proj's as a submodule).
+    factors = [
+        (f"{path}.{sub}" if sub else path, module)
+        for path, adapter in model.adapter_modules(adapter_name)
+        for sub, module in adapter.named_modules()
+        if isinstance(module, LoraAdapter)
+    ]
+    for path, adapter in factors:
         a_key, b_key = (f"{_PREFIX}{path}.{n}" for n in adapter.factor_names)
         for key in (a_key, b_key):
             if key not in initial or initial[key].shape != tensors[key].shape:

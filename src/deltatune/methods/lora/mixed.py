@@ -2,8 +2,11 @@
 
 The factors of the adapters used by the batch are stacked (zero-padded to the largest rank, the
 scale folded into B, zeros for samples without an adapter) and gathered per sample, so the whole
-batch costs one batched matmul pair — not one pass per adapter. Stacks are rebuilt every call
-from the live parameters: nothing is cached that sharding or an optimizer step could make stale.
+batch costs one batched matmul pair — not one pass per adapter. Without autograd (inference) the
+stacks are reused while every factor is the same tensor, unchanged: the cache key holds each
+factor's storage address and version counter, which an optimizer step, ``load_state_dict``, a
+device move or resharding all change, so a stale stack is never used. With autograd they are
+rebuilt every call from the live parameters.
 
 DoRA adapters join too: their rule scales each output feature by ``f = m / ||W0 + s B A||``, one
 vector per adapter, so the batch gathers one row of f per sample (ones for plain LoRA and for
@@ -12,6 +15,7 @@ samples without an adapter) and applies the same formula as a single DoRA adapte
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +25,35 @@ import torch.nn.functional as F
 from deltatune.methods.lora import dora, fused
 
 _CONV_FN = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}
+
+
+def _stacked(adapters: Sequence[Any], a_name: str, b_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_stack`, reused across calls when nothing it reads has changed (see the module docstring)."""
+    if torch.is_grad_enabled():
+        return _stack(adapters, a_name, b_name)
+    factors = [(_factor(a, a_name), _factor(a, b_name)) if a is not None else None for a in adapters]
+    state = [
+        None if f is None else (a.scaling, *((w.data_ptr(), w._version, w.shape, w.dtype) for w in f))
+        for a, f in zip(adapters, factors, strict=True)
+    ]
+    holder = next(a for a in adapters if a is not None)
+    cached = holder.__dict__.get("_mixed_stack")
+    if cached is not None and cached[0] == state and _same_tensors(cached[1], factors):
+        return cached[2], cached[3]
+    a_all, b_all = _stack(adapters, a_name, b_name)
+    refs = [None if f is None else tuple(weakref.ref(w) for w in f) for f in factors]
+    holder.__dict__["_mixed_stack"] = (state, refs, a_all, b_all)
+    return a_all, b_all
+
+
+def _same_tensors(refs: list[Any], factors: list[Any]) -> bool:
+    """The cached weak references still point at these very tensors (a freed one never matches)."""
+    for r, f in zip(refs, factors, strict=True):
+        if (r is None) != (f is None):
+            return False
+        if r is not None and any(x() is not w for x, w in zip(r, f, strict=True)):
+            return False
+    return True
 
 
 def _stack(adapters: Sequence[Any], a_name: str, b_name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,7 +119,7 @@ def _bias(base: Any, shape: tuple[int, ...]) -> torch.Tensor | None:
 def mixed_linear(
     adapters: Sequence[Any], index: torch.Tensor, x: torch.Tensor, out: torch.Tensor, base: Any = None
 ) -> torch.Tensor:
-    a_all, b_all = _stack(adapters, "lora_A", "lora_B")
+    a_all, b_all = _stacked(adapters, "lora_A", "lora_B")
     rows = x.shape[0]
     xs, dropped = _dropout(adapters, index, x.to(a_all.dtype))
     xs = xs.reshape(rows, -1, x.shape[-1])
@@ -108,7 +141,7 @@ def mixed_linear(
 def mixed_embedding(
     adapters: Sequence[Any], index: torch.Tensor, ids: torch.Tensor, out: torch.Tensor, base: Any = None
 ) -> torch.Tensor:
-    a_all, b_all = _stack(adapters, "lora_embedding_A", "lora_embedding_B")  # (n, r, V), (n, D, r)
+    a_all, b_all = _stacked(adapters, "lora_embedding_A", "lora_embedding_B")  # (n, r, V), (n, D, r)
     n, r_max, vocab = a_all.shape
     table = a_all.transpose(1, 2).reshape(n * vocab, r_max)
     rows = ids.shape[0]
@@ -125,7 +158,7 @@ def mixed_conv(
     adapters: Sequence[Any], index: torch.Tensor, x: torch.Tensor, out: torch.Tensor, base: Any = None
 ) -> torch.Tensor:
     first = next(a for a in adapters if a is not None)
-    a_all, b_all = _stack(adapters, "lora_A", "lora_B")  # (n, r, in, *k), (n, out, r)
+    a_all, b_all = _stacked(adapters, "lora_A", "lora_B")  # (n, r, in, *k), (n, out, r)
     rows, r_max = x.shape[0], a_all.shape[1]
     xs, dropped = _dropout(adapters, index, x.to(a_all.dtype))
     # A grouped convolution with one group per sample applies each sample's own A.

@@ -94,6 +94,8 @@ class VeraLinear(Adapter):
     that module is referenced, not registered, so it is saved and moved once, by the DeltaModel.
     """
 
+    additive = True  # W0 x + ΔW x: commutes with other additive adapters when merging
+
     def __init__(self, in_features: int, out_features: int, r: int, dropout: float, shared: VeraProjections) -> None:
         super().__init__()
         self.in_features = in_features

@@ -23,7 +23,7 @@ Batch = dict[str, torch.Tensor]
 Rows = list[dict[str, Any]]
 
 # Modules of the built-in tasks; importing one registers its TaskKind.
-BUILTIN_TASK_MODULES = ("classification",)
+BUILTIN_TASK_MODULES = ("classification", "mrc", "ctr", "sft", "summarization")
 
 
 class Task(Protocol):
@@ -80,8 +80,18 @@ class TaskSetup:
     adapter_task_type: str | None = None  # the adapter config's task_type (SEQ_CLS saves the head too)
     label_field: str | None = None  # a field that must hold an integer class label
     baseline: Baseline | None = None
-    # Optional: rows -> what ``deltatune predict`` writes per row (scores, labels, answers, ...).
+    # Optional: (model, rows, batch size) -> what ``deltatune predict`` writes per row (scores, labels, answers).
     predict: Callable[[nn.Module, Rows, int], list[dict[str, Any]]] | None = None
+    # Modules of a custom model trained in full (its heads): added to the adapter's modules_to_save.
+    modules_to_save: list[str] | None = None
+    # The fields ``predict`` needs (rows to score have no labels or answers); None = required_fields
+    # without label_field.
+    input_fields: list[str] | None = None
+
+    def prediction_fields(self) -> list[str]:
+        if self.input_fields is not None:
+            return list(self.input_fields)
+        return [f for f in self.required_fields if f != self.label_field]
 
 
 @dataclass(frozen=True)

@@ -36,14 +36,32 @@ def classification_scores(pred: torch.Tensor, labels: torch.Tensor, num_labels: 
     return {"accuracy": float((pred == labels).float().mean()), "f1": sum(f1s) / len(f1s)}
 
 
+def group_accuracy(pred: torch.Tensor, labels: torch.Tensor, groups: Sequence[str]) -> dict[str, float]:
+    """``accuracy_<group>`` for every value of a row's group field (e.g. hard vs easy negatives)."""
+    correct = (pred == labels).tolist()
+    out: dict[str, list[bool]] = {}
+    for group, ok in zip(groups, correct, strict=True):
+        out.setdefault(group, []).append(ok)
+    return {f"accuracy_{g}": sum(oks) / len(oks) for g, oks in sorted(out.items())}
+
+
 class PairClassification:
     """Classify one text or a text pair ("[CLS] a [SEP] b [SEP]") with a sequence-classification model."""
 
     higher_is_better = frozenset({"accuracy", "f1"})
     metrics: tuple[str, ...] = ("accuracy", "f1")
 
-    def __init__(self, tokenizer: Any, text_fields: Sequence[str], label_field: str, num_labels: int, max_length: int):
+    def __init__(
+        self,
+        tokenizer: Any,
+        text_fields: Sequence[str],
+        label_field: str,
+        num_labels: int,
+        max_length: int,
+        group_field: str | None = None,
+    ):
         self.tokenizer = tokenizer
+        self.group_field = group_field
         self.text_fields = list(text_fields)
         self.label_field = label_field
         self.num_labels = num_labels
@@ -51,7 +69,7 @@ class PairClassification:
 
     @property
     def required_fields(self) -> list[str]:
-        return [*self.text_fields, self.label_field]
+        return [*self.text_fields, self.label_field, *([self.group_field] if self.group_field else [])]
 
     def collate(self, rows: Sequence[dict[str, Any]]) -> Batch:
         texts = [[str(r[f]) for r in rows] for f in self.text_fields]
@@ -79,7 +97,11 @@ class PairClassification:
             labels.append(batch["labels"].cpu())
         all_logits, all_labels = torch.cat(logits), torch.cat(labels)
         loss = float(F.cross_entropy(all_logits, all_labels))
-        return {"loss": loss, **classification_scores(all_logits.argmax(-1), all_labels, self.num_labels)}
+        pred = all_logits.argmax(-1)
+        scores = {"loss": loss, **classification_scores(pred, all_labels, self.num_labels)}
+        if self.group_field:
+            scores.update(group_accuracy(pred, all_labels, [str(r[self.group_field]) for r in rows]))
+        return scores
 
     def predict(self, model: nn.Module, rows: Rows, batch_size: int) -> list[dict[str, Any]]:
         """Per row: the predicted label and the probability of each class (``score`` = P(class 1))."""
@@ -106,6 +128,10 @@ class PairOptions:
         metadata={"help": "Row fields fed to the tokenizer: one text, or a pair."},
     )
     label_field: str = field(default="label", metadata={"help": "Row field holding the integer class label."})
+    group_field: str | None = field(
+        default=None,
+        metadata={"help": "Optional row field grouping the rows (e.g. kind): adds accuracy_<group> metrics."},
+    )
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.text_fields) <= 2:
@@ -119,7 +145,9 @@ def setup(recipe: Any, options: PairOptions, model_path: str) -> TaskSetup:
     num_labels = recipe.model.num_labels
     if num_labels < 2:
         raise RecipeError("model.num_labels must be >= 2 for pair_classification.")
-    task = PairClassification(tokenizer, options.text_fields, options.label_field, num_labels, recipe.model.max_length)
+    task = PairClassification(
+        tokenizer, options.text_fields, options.label_field, num_labels, recipe.model.max_length, options.group_field
+    )
     return TaskSetup(
         task=task,
         required_fields=task.required_fields,
@@ -128,6 +156,7 @@ def setup(recipe: Any, options: PairOptions, model_path: str) -> TaskSetup:
         adapter_task_type="SEQ_CLS",
         baseline=Baseline("frozen encoder + trained head", train_only=train_head_only("SEQ_CLS")),
         predict=task.predict,
+        input_fields=list(options.text_fields),  # scoring needs neither the label nor the group field
     )
 
 
