@@ -171,3 +171,15 @@ def test_typed_delta_model_copies_and_pickles() -> None:
     for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
         assert type(twin) is type(model) and isinstance(twin, dt.DeltaModel)
         torch.testing.assert_close(twin(input_ids=x).logits, model(input_ids=x).logits, atol=0, rtol=0)
+
+
+def test_step_hook_runs_once_per_step_even_with_two_callbacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from deltatune.integrations.trainer_hooks import DeltaTuneCallback
+
+    model = make_model()
+    steps: list[int] = []
+    monkeypatch.setattr(type(model), "on_optimizer_step", lambda self, step: steps.append(step))
+    trainer = make_trainer(tmp_path, model, load_best_model_at_end=False, eval_strategy="no", save_strategy="no")
+    trainer.add_callback(DeltaTuneCallback())
+    trainer.train()
+    assert steps == list(range(6))

@@ -9,7 +9,8 @@ one, the numbering the hook expects::
     from deltatune.integrations.trainer_hooks import DeltaTuneCallback
     trainer = Trainer(model=delta_model, args=args, train_dataset=data, callbacks=[DeltaTuneCallback()])
 
-It is harmless for methods without a per-step hook. transformers is imported only by this module.
+It is harmless for methods without a per-step hook, and passing it next to ``AdapterCheckpoints``
+(which does the same) still runs the hook once per step. transformers is imported only by this module.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def find_delta_model(model: Any) -> Any:
     return None
 
 
+_DONE = "_deltatune_trainer_step_done"
+
+
 class DeltaTuneCallback(TrainerCallback):
     """Calls ``DeltaModel.on_optimizer_step(state.global_step)`` after each optimizer step."""
 
@@ -46,6 +50,7 @@ class DeltaTuneCallback(TrainerCallback):
                 "DeltaTuneCallback: the Trainer's model is not a deltatune DeltaModel; it does nothing.", stacklevel=2
             )
             return
+        model.__dict__.pop(_DONE, None)
         for name in model.active_adapters:
             total = getattr(model.peft_config[name], "total_step", None)
             if total is not None and state.max_steps and total != state.max_steps:
@@ -60,5 +65,6 @@ class DeltaTuneCallback(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         model = find_delta_model(kwargs.get("model"))
-        if model is not None:
+        if model is not None and model.__dict__.get(_DONE) != state.global_step:
+            model.__dict__[_DONE] = state.global_step  # another DeltaTuneCallback in the list skips this step
             model.on_optimizer_step(state.global_step)
