@@ -100,6 +100,13 @@ def test_checkpoints_hold_the_adapter_in_peft_layout(trained: tuple[Path, dict[s
         dt.DeltaModel.from_pretrained(tiny_bert_cls(), folder)
 
 
+def test_training_ends_with_the_adapter_in_output_dir(trained: tuple[Path, dict[str, torch.Tensor]]) -> None:
+    out, final = trained
+    loaded = dt.DeltaModel.from_pretrained(tiny_bert_cls(), out)
+    again = adapter_tensors(loaded)
+    assert set(again) == set(final) and all(torch.equal(again[k], final[k]) for k in final)
+
+
 def test_load_best_model_at_end(trained: tuple[Path, dict[str, torch.Tensor]]) -> None:
     out, final = trained
     best = load_file(out / "checkpoint-2" / "adapter_model.safetensors")

@@ -10,6 +10,8 @@ and, to resume or to load the best model at the end, loads that file back with
 - every checkpoint also gets the adapter in PEFT layout (``adapter_config.json``,
   ``adapter_model.safetensors``, ``README.md``; other adapters in subfolders), ready for
   ``DeltaModel.from_pretrained`` or PEFT;
+- at the end of training the adapter is saved in PEFT layout to ``output_dir`` (``trainer.save_model``
+  itself writes only a state dict for a model that is not a ``PreTrainedModel``);
 - ``DeltaModel.on_optimizer_step(global_step)`` runs after each optimizer step (AdaLoRA's rank
   budget), as :class:`~deltatune.integrations.trainer_hooks.DeltaTuneCallback` does.
 
@@ -95,6 +97,15 @@ class AdapterCheckpoints(DeltaTuneCallback):
         folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         if os.path.isdir(folder):
             delta.save_pretrained(folder)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, model: nn.Module | None = None, **kw: Any) -> None:
+        """The trained adapter (the best one with ``load_best_model_at_end``) in PEFT layout in ``output_dir``.
+
+        ``Trainer.save_model`` cannot write it there (it saves a plain state dict for any model that is not a
+        ``PreTrainedModel``), so the callback does at the end of training."""
+        delta = find_delta_model(model)
+        if delta is not None and args.should_save:
+            delta.save_pretrained(args.output_dir)
 
 
 def _adapter_only_state(module: nn.Module, state: dict[str, Any], prefix: str, local_metadata: Any) -> None:
