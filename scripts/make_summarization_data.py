@@ -5,7 +5,9 @@ carry its key facts (a review's rating, verdict, main strength, main drawback or
 item's decision, amount, schedule, scale or jobs) among three to six sentences of colour (when the
 parcel came, the weather during the meeting, a neighbour's opinion), in random order: the key
 sentences are not simply the first ones, so lead-3 is a weak summary. Filler sentences share the
-document's vocabulary and often hold numbers too, so the key ones are found by what they say.
+document's vocabulary and often hold numbers too, and some are near misses that read like key
+facts but are about something else (a rating of the writer's old product, last year's rejected
+plan, another town's jobs), so the key ones are found by what they say.
 
 Every row is ``{"id", "genre", "title", "document", "summary"}``; ``summary`` is the three key
 sentences in document order, each copied verbatim from ``document``. A fixed seed makes reruns
@@ -83,6 +85,11 @@ def review(rng: random.Random) -> tuple[str, list[str], list[str]]:
         lambda r, s: f"It sat on the shelf for {r.randint(2, 6)} days before I opened it.",
         lambda r, s: f"I usually read a few reviews of {s['plural']} before I buy one.",
         lambda r, s: "The packaging was mostly cardboard, which I liked.",
+        # near misses: they read like key facts but are about another product or someone else
+        lambda r, s: f"My old {s['plural']} only deserved {r.randint(1, 3)} stars.",
+        lambda r, s: f"A friend paid ${r.randint(19, 249)} for a rival model last year.",
+        lambda r, s: f"The {s['part']} on my previous one broke within a month.",
+        lambda r, s: f"Some say the older version was better value for {r.choice(AUDIENCES)}.",
     ]
     title = rng.choice((f"Review: {s['p']}", f"{s['p']} after a month", f"Is the {s['p']} worth it?"))
     return title, [k(rng, s) for k in rng.sample(keys, KEY_SENTENCES)], fill(rng, fillers, s)
@@ -113,6 +120,14 @@ def news(rng: random.Random) -> tuple[str, list[str], list[str]]:
         lambda r, s: f"A local choir sang before the session, as it has every {s['month']}.",
         lambda r, s: "Parking near the hall was hard to find.",
         lambda r, s: f"Some residents said they had followed the debate about {s['proj']} online.",
+        # near misses: earlier or other towns' decisions, with amounts, dates and votes of their own
+        lambda r, s: (
+            f"Last year the council rejected a ${r.randint(2, 60)}.{r.randint(1, 9)} million plan for "
+            f"{r.choice(PROJECTS)[0]}."
+        ),
+        lambda r, s: f"A similar project in {r.choice(CITIES)} created about {r.randint(2, 30) * 10} jobs.",
+        lambda r, s: f"Work on the previous project began in {r.choice(MONTHS)} {r.randint(2015, 2022)}.",
+        lambda r, s: f"An earlier proposal failed by a vote of {r.randint(1, 4)} to {r.randint(5, 9)}.",
     ]
     title = rng.choice((f"{s['city']} approves {s['proj']}", f"Council backs {s['proj']} in {s['city']}"))
     return title, [k(rng, s) for k in rng.sample(keys, KEY_SENTENCES)], fill(rng, fillers, s)

@@ -30,11 +30,35 @@ def tiny_t5() -> nn.Module:
     return T5ForConditionalGeneration(cfg)
 
 
+def tiny_bart() -> nn.Module:
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    cfg = BartConfig(
+        vocab_size=64,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=48,
+        decoder_ffn_dim=48,
+        max_position_embeddings=64,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        forced_bos_token_id=None,
+        forced_eos_token_id=None,
+    )
+    return BartForConditionalGeneration(cfg)
+
+
 MODELS: dict[str, tuple[Callable[[], nn.Module], str]] = {
     "llama": (tiny_llama, "CAUSAL_LM"),
     "gpt2": (tiny_gpt2, "CAUSAL_LM"),
     "bert": (tiny_bert_cls, "SEQ_CLS"),
     "t5": (tiny_t5, "SEQ_2_SEQ_LM"),
+    "bart": (tiny_bart, "SEQ_2_SEQ_LM"),
 }
 # (name, deltatune config class, peft config class, extra fields)
 METHODS = [
@@ -50,16 +74,19 @@ CASES = [
     for model in MODELS
     for method in METHODS
     # BERT has no KV cache argument on its head models in PEFT's eyes (PEFT refuses prefix tuning there).
-    if not (model == "bert" and method[0].startswith("prefix")) and not (model == "t5" and method[0] == "multitask")
+    if not (model == "bert" and method[0].startswith("prefix"))
 ]
 
 
-def _inputs(model: str) -> dict[str, torch.Tensor]:
+def _inputs(model: str, method: str) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(1, 60, (2, 6), generator=g)
     out = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    if model == "t5":
-        out["decoder_input_ids"] = torch.randint(1, 60, (2, 4), generator=g)
+    if model in ("t5", "bart"):
+        # PEFT's multitask forward on encoder-decoder models needs labels (or decoder embeddings): given
+        # decoder_input_ids alone it fails, putting the decoder half of the prompt before embeddings it never made.
+        key = "labels" if method == "multitask" else "decoder_input_ids"
+        out[key] = torch.randint(1, 60, (2, 4), generator=g)
     return out
 
 
@@ -73,19 +100,25 @@ def _randomize(params: list[nn.Parameter]) -> None:
 def _run(model: nn.Module, x: dict[str, torch.Tensor], task_ids: torch.Tensor | None) -> torch.Tensor:
     extra = {} if task_ids is None else {"task_ids": task_ids}
     with torch.no_grad():
-        return model(**x, **extra).logits
+        out = model(**x, **extra)
+    return out.logits if out.get("loss") is None else torch.cat([out.logits.flatten(), out.loss.reshape(1)])
 
 
 def _greedy(model: nn.Module, x: dict[str, torch.Tensor], steps: int, task_ids: torch.Tensor | None) -> torch.Tensor:
     """Greedy decoding by full recomputation with the model's forward (no KV cache): the reference."""
     extra = {} if task_ids is None else {"task_ids": task_ids}
-    if "decoder_input_ids" in x:
-        seq = torch.zeros(x["input_ids"].shape[0], 1, dtype=torch.long)
+    if "decoder_input_ids" in x or "labels" in x:
+        base = model.get_base_model()
+        seq = torch.full((x["input_ids"].shape[0], 1), int(base.config.decoder_start_token_id))
         for _ in range(steps):
+            # multitask: decoder embeddings, since PEFT's forward cannot take decoder_input_ids there
+            decoder = (
+                {"decoder_input_ids": seq}
+                if task_ids is None
+                else {"decoder_inputs_embeds": base.get_input_embeddings()(seq)}
+            )
             with torch.no_grad():
-                logits = model(
-                    input_ids=x["input_ids"], attention_mask=x["attention_mask"], decoder_input_ids=seq
-                ).logits
+                logits = model(input_ids=x["input_ids"], attention_mask=x["attention_mask"], **decoder, **extra).logits
             seq = torch.cat([seq, logits[:, -1].argmax(-1, keepdim=True)], 1)
         return seq
     seq, mask = x["input_ids"], x["attention_mask"]
@@ -105,7 +138,7 @@ def test_peft_and_deltatune_checkpoints_load_both_ways(model_name, method, tmp_p
     base = make().eval()
     if getattr(base, "generation_config", None) is not None:  # no early stop: compare all greedy tokens
         base.generation_config.eos_token_id = None
-    x = _inputs(model_name)
+    x = _inputs(model_name, name)
     task_ids = torch.tensor([2, 0]) if name == "multitask" else None
 
     # PEFT -> deltatune
@@ -134,7 +167,7 @@ def test_peft_and_deltatune_checkpoints_load_both_ways(model_name, method, tmp_p
 
     # greedy tokens: deltatune's generate (KV cache) == greedy decoding on PEFT's forward (no cache)
     if task in ("CAUSAL_LM", "SEQ_2_SEQ_LM"):
-        gen_x = {k: v for k, v in x.items() if k != "decoder_input_ids"}
+        gen_x = {k: v for k, v in x.items() if k not in ("decoder_input_ids", "labels")}
         extra_gen = {} if task_ids is None else {"task_ids": task_ids}
         with torch.no_grad():
             tokens = mine.generate(**gen_x, max_new_tokens=5, do_sample=False, **extra_gen)

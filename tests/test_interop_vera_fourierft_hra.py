@@ -460,3 +460,38 @@ def test_meta_device_injection_then_to_empty() -> None:
         with torch.no_grad():
             model.load_state_dict(reference.state_dict())  # persistent tensors: base weights, trained vectors
         torch.testing.assert_close(run(model, "mlp"), run(reference, "mlp"), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("tokens", [2, 12], ids=["factored", "merged"])  # both ways of vera/fused.py
+def test_vera_training_step_matches_peft(tokens: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outputs and gradients (input, both vectors) of a training step equal PEFT's, on the fused path."""
+    from deltatune.methods.vera import adapter, fused
+
+    assert fused.merged_is_cheaper(tokens, 10, 20, 4, True) == (tokens == 12)
+    calls: list[bool] = []
+    apply = fused.FusedVeraLinear.apply
+    monkeypatch.setattr(adapter.FusedVeraLinear, "apply", lambda *args: calls.append(True) or apply(*args))
+    config = peft.VeraConfig(r=4, target_modules=["lin0", "lin1"], init_weights=False)
+    theirs = peft.get_peft_model(_seeded(MLP), config)
+    randomize(theirs, seed=3)
+    theirs.save_pretrained(tmp_path)
+    ours = dt.DeltaModel.from_pretrained(_seeded(MLP), tmp_path, is_trainable=True)
+    grads = []
+    for model in (ours, theirs):
+        model.train()
+        x = torch.randn(tokens, 10, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        y = model(x)
+        y.square().sum().backward()
+        vectors = {
+            ("lin0" if ".lin0." in n else "lin1", "b" if "lambda_b" in n else "d"): p.grad
+            for n, p in model.named_parameters()
+            if p.requires_grad
+        }
+        grads.append((y.detach(), x.grad, vectors))
+    assert len(calls) == 2  # lin0 and lin1 took the fused node
+    (y0, gx0, v0), (y1, gx1, v1) = grads
+    torch.testing.assert_close(y0, y1, atol=ATOL, rtol=0)
+    torch.testing.assert_close(gx0, gx1, atol=1e-4, rtol=1e-5)
+    assert len(v0) == 4 and v0.keys() == v1.keys()
+    for key in v0:
+        torch.testing.assert_close(v0[key], v1[key], atol=1e-4, rtol=1e-5, msg=lambda m, k=key: f"{k}: {m}")

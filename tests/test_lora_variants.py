@@ -431,3 +431,53 @@ def test_loraplus_errors() -> None:
     frozen = MLP().requires_grad_(False)
     with pytest.raises(dt.DeltatuneError, match="no trainable"):
         dt.optim.loraplus(frozen, lr=1e-3)
+
+
+def test_dora_weight_norm_matches_direct_formula() -> None:
+    """||W0 + s B A|| per row from ||W0||^2 (cached) + s b.(2 W0 A^T + s (A A^T) b), fp32, detached."""
+    from deltatune.methods.lora import dora
+
+    torch.manual_seed(0)
+    model = dt.wrap(nn.Sequential(nn.Linear(300, 64)), dt.LoraConfig(target_modules=["0"], r=8, use_dora=True))
+    _randomize(model)
+    layer = model.model[0]
+    adapter, base = layer.adapters["default"], layer.base_layer
+    for _ in range(2):  # the second call reads the cached ||W0||^2
+        norm = dora.weight_norm(adapter, base)
+        direct = torch.linalg.vector_norm(base.weight + adapter.delta_weight(), dim=1)
+        torch.testing.assert_close(norm, direct.detach(), atol=1e-5, rtol=0)
+        assert not norm.requires_grad
+    with torch.no_grad():
+        base.weight.mul_(2)  # a changed base weight invalidates the cache
+    torch.testing.assert_close(
+        dora.weight_norm(adapter, base),
+        torch.linalg.vector_norm(base.weight + adapter.delta_weight(), dim=1).detach(),
+        atol=1e-5,
+        rtol=0,
+    )
+
+
+def test_dora_fused_linear_matches_generic_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one-node DoRA of a plain Linear (dora.FusedDoraLinear) gives the generic path's output and
+    gradients (input, A, B, magnitude); a forward hook on the base makes the layer take the generic path."""
+    from deltatune.methods.lora import dora
+
+    torch.manual_seed(0)
+    model = dt.wrap(MLP(), dt.LoraConfig(target_modules=["lin0"], r=3, use_dora=True)).train()
+    _randomize(model)
+    layer = model.model.lin0
+    results, calls = [], []
+    apply = dora.FusedDoraLinear.apply
+    monkeypatch.setattr(dora.FusedDoraLinear, "apply", lambda *args: calls.append(True) or apply(*args))
+    for generic in (False, True):
+        hook = layer.base_layer.register_forward_hook(lambda *args: None) if generic else None
+        x = torch.randn(4, 3, 10, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        y = layer(x)
+        params = list(layer.adapters["default"].parameters())
+        grads = torch.autograd.grad(y.square().sum(), [x, *params])
+        results.append((y.detach(), *grads))
+        if hook is not None:
+            hook.remove()
+    assert len(calls) == 1
+    for fused_value, generic_value in zip(*results, strict=True):
+        torch.testing.assert_close(fused_value, generic_value, atol=1e-5, rtol=1e-5)

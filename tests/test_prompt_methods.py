@@ -224,6 +224,41 @@ def test_p_tuning_from_a_peft_checkpoint_resumes_on_its_outputs(tmp_path) -> Non
     assert all(p.requires_grad for p in resumed.adapter_parameters("default"))
 
 
+def test_saving_without_an_encoder_removes_an_old_encoder_file(tmp_path) -> None:
+    encoder_file = tmp_path / "deltatune_prompt_encoder.safetensors"
+    _, trained = _wrapped("ptuning_mlp")
+    trained.save_pretrained(tmp_path)
+    assert encoder_file.is_file()
+    (tmp_path / "notes.txt").write_text("kept")
+    torch.manual_seed(0)
+    inference = dt.DeltaModel.from_pretrained(tiny_llama(), tmp_path)  # outputs only: no encoder to keep
+    with torch.no_grad():
+        inference.prompt_by_adapter["default"].encoder.embedding.weight.mul_(2.0)  # new outputs, old encoder
+    inference.save_pretrained(tmp_path)
+    assert not encoder_file.exists() and (tmp_path / "notes.txt").read_text() == "kept"
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="resumes training on the saved prompt outputs"):
+        resumed = dt.DeltaModel.from_pretrained(tiny_llama(), tmp_path, is_trainable=True)  # not the stale encoder
+    x = _x()
+    with torch.no_grad():
+        torch.testing.assert_close(resumed.eval()(**x).logits, inference(**x).logits, atol=0, rtol=0)
+
+    other = tmp_path / "other"
+    _wrapped("ptuning_mlp")[1].save_pretrained(other)  # an encoder that did not make these outputs, copied in
+    (other / "deltatune_prompt_encoder.safetensors").rename(encoder_file)
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="does not produce the prompt_embeddings"):
+        dt.DeltaModel.from_pretrained(tiny_llama(), tmp_path, is_trainable=True)
+
+    trained.save_pretrained(tmp_path)  # prompt tuning saved over a P-tuning folder
+    _wrapped("prompt")[1].save_pretrained(tmp_path)
+    assert not encoder_file.exists()
+    encoder_file.write_bytes(b"not ours")  # a file we did not write stays, with a warning
+    with pytest.warns(UserWarning, match="Left .* in place"):
+        _wrapped("prompt")[1].save_pretrained(tmp_path)
+    assert encoder_file.read_bytes() == b"not ours"
+
+
 # ------------------------------------------------------------------------------------------ bad input
 def test_bad_input_raises_clear_errors(tmp_path) -> None:
     with pytest.raises(dt.ConfigError, match="transformers model"):

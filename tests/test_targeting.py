@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from safetensors import safe_open
 from tests.models import tiny_bert_cls, tiny_llama
 from transformers import AutoConfig, AutoModel
 
@@ -131,3 +134,39 @@ def test_default_targets_per_model_type(model_type: str) -> None:
     leaves = {n.rsplit(".", 1)[-1] for n in _targets(model)}
     assert leaves == set(DEFAULTS[model_type])
     assert sorted(model.peft_config["default"].target_modules) == sorted(DEFAULTS[model_type])
+
+
+def _fresh_llama() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return tiny_llama()
+
+
+def test_targets_inside_a_module_adapted_by_another_method(tmp_path: Path) -> None:
+    """LoRA on q_proj/v_proj after an adaption prompt wrapped self_attn: the projections are adapted
+    (inside the outer layer's base_layer), change the outputs, train, and save and load with both adapters."""
+    ids = torch.randint(0, 64, (2, 9), generator=torch.Generator().manual_seed(1))
+    model = dt.wrap(_fresh_llama(), dt.AdaptionPromptConfig(adapter_len=3, adapter_layers=2))
+    for name, param in model.named_parameters():
+        if name.endswith("adaption_gate"):
+            torch.nn.init.constant_(param, 0.5)  # a non-zero gate: the prompt acts
+    model.eval()
+    prompt_only = model(ids).logits
+    model.add_adapter("lora", dt.LoraConfig(target_modules=["q_proj", "v_proj"], r=2, init_lora_weights=False))
+    expected = [f"model.layers.{i}.self_attn{leaf}" for i in (0, 1) for leaf in ("", ".q_proj", ".v_proj")]
+    assert _targets(model) == expected
+    model.set_adapter(["default", "lora"])
+    assert sum(p.requires_grad for n, p in model.named_parameters() if ".lora_" in n) == 8
+    both = model(ids).logits
+    assert not torch.allclose(both, prompt_only, atol=1e-4)
+
+    model.save_pretrained(tmp_path)
+    with safe_open(tmp_path / "lora" / "adapter_model.safetensors", "pt") as f:
+        keys = set(f.keys())
+    assert len(keys) == 8 and "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" in keys
+    loaded = dt.DeltaModel.from_pretrained(_fresh_llama(), tmp_path)
+    loaded.load_adapter(tmp_path / "lora", "lora")
+    loaded.set_adapter(["default", "lora"])
+    torch.testing.assert_close(loaded(ids).logits, both, atol=1e-5, rtol=0)
+    loaded.delete_adapter("lora")  # the inner layers go, the outer ones stay
+    assert _targets(loaded) == [f"model.layers.{i}.self_attn" for i in (0, 1)]
+    torch.testing.assert_close(loaded(ids).logits, prompt_only, atol=1e-5, rtol=0)

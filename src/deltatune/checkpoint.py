@@ -99,6 +99,10 @@ def save_adapter(
         from deltatune.methods.lora.init import convert_to_plain_lora
 
         tensors, config = convert_to_plain_lora(model, adapter_name, tensors, config, initial_folder)
+    if prompt is not None:  # an encoder file of an earlier save must not outlive these weights
+        from deltatune.prompt.files import remove_old_encoder
+
+        remove_old_encoder(target)
     atomic_write(target / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     for file_name, file_tensors in extra_files.items():
         atomic_write(target / file_name, functools.partial(_save_tensors, file_tensors))

@@ -513,7 +513,8 @@ def wrap(model: nn.Module, config: AdapterConfig, adapter_name: str = "default")
 
 def _replace(root: nn.Module, path: str, module: nn.Module) -> None:
     parent_path, _, child = path.rpartition(".")
-    parent = root.get_submodule(parent_path) if parent_path else root
+    # Through an AdaptedLayer on the parent (layers nest: LoRA on q_proj inside an adapted self_attn).
+    parent = targeting.unwrap_layer(targeting.submodule(root, parent_path))
     setattr(parent, child, module)
 
 

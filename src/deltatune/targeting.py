@@ -27,15 +27,42 @@ ALL_LINEAR = "all-linear"
 
 
 def walk(model: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
-    """(name, module) of the model as the user sees it: wrappers count as the module they wrap."""
+    """(name, module) of the model as the user sees it: wrappers count as the module they wrap.
+
+    An AdaptedLayer is yielded under the wrapped module's name, then the wrapped module's children
+    under their own names (``...self_attn.q_proj``, not ``...self_attn.base_layer.q_proj``), so
+    modules inside a module that another method adapts (an adaption prompt on ``self_attn``) can be
+    targeted too; their layers nest inside the outer layer's ``base_layer``. Modules trained in full
+    (ModulesToSave) are not entered: nothing inside them is ever a target.
+    """
     from deltatune.layer import AdaptedLayer
     from deltatune.modules_to_save import ModulesToSave
 
     for name, child in model.named_children():
         full = f"{prefix}.{name}" if prefix else name
         yield full, child
-        if not isinstance(child, (AdaptedLayer, ModulesToSave)):
+        if isinstance(child, AdaptedLayer):
+            yield from walk(child.base_layer, full)
+        elif not isinstance(child, ModulesToSave):
             yield from walk(child, full)
+
+
+def submodule(model: nn.Module, name: str) -> nn.Module:
+    """The module at ``name`` as :func:`walk` names it (through AdaptedLayers' ``base_layer``)."""
+    module = model
+    for part in name.split(".") if name else []:
+        child = unwrap_layer(module)._modules.get(part)
+        if child is None:
+            raise AttributeError(f"{type(model).__name__} has no module {name!r} (no {part!r} there).")
+        module = child
+    return module
+
+
+def unwrap_layer(module: nn.Module) -> nn.Module:
+    """The module behind an AdaptedLayer (the one whose children :func:`walk` names); others as they are."""
+    from deltatune.layer import AdaptedLayer
+
+    return module.base_layer if isinstance(module, AdaptedLayer) else module
 
 
 def unwrap(module: nn.Module) -> nn.Module:

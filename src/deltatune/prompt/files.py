@@ -7,10 +7,18 @@ tuning also ``prefix_task_cols`` / ``prefix_task_rows``, and trained task heads 
 encoder also goes into ``deltatune_prompt_encoder.safetensors`` in the same folder, a file PEFT
 does not read. Loading with ``is_trainable=True`` restores the encoder from it; without that file
 (e.g. a PEFT checkpoint) training continues on the saved outputs, with a warning.
+
+Saving a prompt adapter first removes an encoder file an earlier save left in the folder
+(:func:`remove_old_encoder`), before the new weights are written: an old encoder beside new
+outputs would resume training from the wrong network, and a crash between the two writes leaves
+outputs without an encoder (resumable, with the warning) rather than outputs with a stale one.
+Loading also checks that the encoder produces the saved outputs, and ignores it (with a warning)
+when it does not.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from pathlib import Path
@@ -50,6 +58,33 @@ def for_saving(
     if prompt.has_network(prompt.config) and not isinstance(encoder, PromptTable):
         extra[ENCODER_NAME] = {k: v.detach().cpu().contiguous().clone() for k, v in encoder.state_dict().items()}
     return {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, extra
+
+
+def remove_old_encoder(folder: str | os.PathLike[str]) -> None:
+    """Delete ``folder/deltatune_prompt_encoder.safetensors`` when it is ours; leave anything else alone.
+
+    Ours: a regular file (not a link) whose safetensors header lists only encoder tensors. The
+    unlink is one atomic filesystem step, so the folder never holds a half-removed file.
+    """
+    path = Path(folder) / ENCODER_NAME
+    try:
+        if path.is_symlink() or not path.is_file():
+            return
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+    except Exception:  # unreadable (not safetensors, no permission): not a file we wrote
+        warnings.warn(f"Left {path} in place: it is not a deltatune prompt encoder file.", stacklevel=3)
+        return
+    if not keys or not all(k.split(".", 1)[0] in _ENCODER_PARTS for k in keys):
+        warnings.warn(f"Left {path} in place: it holds tensors that no deltatune prompt encoder has.", stacklevel=3)
+        return
+    path.unlink(missing_ok=True)
+
+
+# Top-level parameter names of the encoders in encoders.py (what an encoder file may hold).
+_ENCODER_PARTS = {"embedding", "mlp_head", "lstm_head", "transform", "prefix_task_cols", "prefix_task_rows"}
 
 
 def read_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -97,7 +132,7 @@ def load_prompt(model: DeltaModel, adapter_name: str, prompt: PromptAdapter, fol
     for key, target in heads.items():
         if tuple(loaded[key].shape) != tuple(target.shape):
             raise CheckpointError(f"{key} has shape {tuple(loaded[key].shape)}, the model has {tuple(target.shape)}.")
-    state = _encoder_state(prompt, folder)
+    state = _encoder_state(prompt, folder, loaded["prompt_embeddings"])
     with torch.no_grad():
         for key, target in heads.items():
             target.copy_(loaded[key])
@@ -110,8 +145,8 @@ def load_prompt(model: DeltaModel, adapter_name: str, prompt: PromptAdapter, fol
                 encoder.prefix_task_rows.copy_(loaded["prefix_task_rows"])
         else:  # trainable, but only the encoder's outputs were saved: train those from now on
             warnings.warn(
-                f"{folder} has no {ENCODER_NAME} (a PEFT checkpoint?): adapter {adapter_name!r} resumes training on "
-                "the saved prompt outputs; the encoder network that produced them is not available.",
+                f"{folder} has no usable {ENCODER_NAME} (a PEFT checkpoint?): adapter {adapter_name!r} resumes "
+                "training on the saved prompt outputs; the encoder network that produced them is not available.",
                 stacklevel=4,
             )
             table = PromptTable(prompt.rows, prompt.out_width).to(loaded["prompt_embeddings"].device)
@@ -122,8 +157,14 @@ def load_prompt(model: DeltaModel, adapter_name: str, prompt: PromptAdapter, fol
             prompt.encoder = table
 
 
-def _encoder_state(prompt: PromptAdapter, folder: str | os.PathLike[str]) -> dict[str, torch.Tensor] | None:
-    """The saved encoder, when the adapter trains it and the folder has it; checked against the adapter."""
+def _encoder_state(
+    prompt: PromptAdapter, folder: str | os.PathLike[str], outputs: torch.Tensor
+) -> dict[str, torch.Tensor] | None:
+    """The saved encoder, when the adapter trains it and the folder has it; checked against the adapter.
+
+    An encoder that does not produce the saved ``outputs`` (a file from another save, copied in) is
+    ignored with a warning: the outputs are what the adapter is, the encoder only a way to train them.
+    """
     path = Path(folder) / ENCODER_NAME
     encoder = prompt.encoder
     if not prompt.has_network(prompt.config) or isinstance(encoder, PromptTable) or not path.is_file():
@@ -137,4 +178,15 @@ def _encoder_state(prompt: PromptAdapter, folder: str | os.PathLike[str]) -> dic
             f"{path} does not fit this adapter's encoder (differs at {wrong[:5]}); "
             "was it saved with another encoder_hidden_size, encoder type or model?"
         )
+    probe = copy.deepcopy(encoder).eval()
+    probe.load_state_dict(state)
+    with torch.no_grad():
+        produced = probe.table().float().cpu()  # type: ignore[operator]
+    if produced.shape != outputs.shape or not torch.allclose(produced, outputs.float().cpu(), atol=1e-5, rtol=1e-4):
+        warnings.warn(
+            f"Ignored {path}: its encoder does not produce the prompt_embeddings saved beside it (a file left by "
+            "another save?).",
+            stacklevel=4,
+        )
+        return None
     return state

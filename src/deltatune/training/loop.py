@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,15 @@ from torch import nn
 from deltatune.training.config import EvalConfig, OutputConfig, TrainConfig
 from deltatune.training.errors import RecipeError
 from deltatune.training.records import METRICS, MetricsLog, write_plots
-from deltatune.training.state import Progress, checkpoints, load_checkpoint, restore, save_checkpoint, snapshot
+from deltatune.training.state import (
+    Progress,
+    checkpoints,
+    load_checkpoint,
+    restore,
+    rng_state,
+    save_checkpoint,
+    snapshot,
+)
 from deltatune.training.tasks import Task
 
 
@@ -108,18 +117,33 @@ def epoch_batches(n_rows: int, epoch: int, cfg: TrainConfig, seed: int, world: i
     return steps
 
 
+def on_cpu(cfg: TrainConfig) -> bool:
+    """``train.cpu``, or several processes launched (torchrun, ``accelerate launch``) on a machine without an
+    accelerator: accelerate then needs ``cpu=True`` to join them over gloo instead of running each alone."""
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return cfg.cpu or (launched and not torch.accelerator.is_available())
+
+
+def process_state(cfg: TrainConfig) -> Any:
+    """accelerate's ``PartialState``: this process's rank among those launched (joins them on first use)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=on_cpu(cfg))
+
+
 def make_accelerator(cfg: TrainConfig) -> Any:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, PartialState
 
+    cpu = on_cpu(cfg)
     try:
         try:
-            return Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.cpu)
+            return Accelerator(mixed_precision=cfg.mixed_precision, cpu=cpu)
         except ValueError as exc:  # a single process that trained before with another precision
             if "already been initialized" not in str(exc) or PartialState().num_processes > 1:
                 raise
             AcceleratorState._reset_state()
-            return Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.cpu)
+            return Accelerator(mixed_precision=cfg.mixed_precision, cpu=cpu)
     except ValueError as exc:  # e.g. fp16 without a GPU
         raise RecipeError(f"train.mixed_precision={cfg.mixed_precision!r} cannot be used here: {exc}") from exc
 
@@ -178,6 +202,9 @@ def fit(
 
     With ``resume`` and a checkpoint in ``run_dir`` the run continues from it. Returns with the
     best evaluated weights loaded (``eval_cfg.keep_best``) or the last ones.
+
+    Launched as several processes (DDP), each trains on its share of every step's rows; only the main
+    process evaluates (the others receive its metrics) and writes checkpoints, records and plots.
     """
     started = time.perf_counter()
     if cfg.num_threads:
@@ -186,7 +213,7 @@ def fit(
     hooks = hooks if hooks is not None else Hooks.for_model(model)
     if cfg.gradient_checkpointing:
         enable_checkpointing(model)
-    world, rank = accelerator.num_processes, accelerator.process_index
+    world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     steps_per_epoch = len(epoch_batches(len(train_rows), 0, cfg, cfg.seed, world, rank))
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
     warmup = int(cfg.warmup) if cfg.warmup >= 1 else round(cfg.warmup * total)
@@ -198,24 +225,35 @@ def fit(
 
     log = MetricsLog(run_dir / METRICS)
     progress, best = Progress(data_seed=cfg.seed), None
-    found = checkpoints(run_dir) if resume else []
-    if found:
-        progress, best = load_checkpoint(found[-1], plain, optimizer, scheduler)
-        log.truncate(progress.step)
+    found = checkpoints(run_dir, clean=main) if resume else []
+    if found:  # each process restores its own random state
+        progress, best = load_checkpoint(found[-1], plain, optimizer, scheduler, rank=rank, world=world)
+        if main:
+            log.truncate(progress.step)
     else:
-        log.path.unlink(missing_ok=True)
+        if main:
+            log.path.unlink(missing_ok=True)
         from accelerate.utils import set_seed
 
         set_seed(cfg.seed)
+    progress.world = world
+    accelerator.wait_for_everyone()  # every process has read the checkpoint before the main one writes
 
     def info(step: int, **kw: Any) -> StepInfo:
         return StepInfo(step=step, epoch=progress.epoch, model=plain, optimizer=optimizer, **kw)
 
     def evaluate() -> dict[str, float]:
-        model.eval()
-        with torch.no_grad(), accelerator.autocast():
-            metrics = task.evaluate(model, eval_rows, eval_cfg.batch_size)
-        model.train()
+        """The main process evaluates the unwrapped model (no collectives); the others get its metrics."""
+        metrics: dict[str, float] = {}
+        if main:
+            plain.eval()
+            with torch.no_grad(), accelerator.autocast():
+                metrics = task.evaluate(plain, eval_rows, eval_cfg.batch_size)
+            plain.train()
+        if world > 1:
+            from accelerate.utils import broadcast_object_list
+
+            metrics = broadcast_object_list([metrics])[0]
         return metrics
 
     from tqdm.auto import tqdm
@@ -250,13 +288,16 @@ def fit(
                 extra = sum(terms) * task.count(batch) if terms else 0.0
                 accelerator.backward((loss + extra) * scale)
             step_loss += float(loss.detach())
+        if world > 1:  # the loss of the step's items on every process
+            total_loss = torch.tensor(step_loss, dtype=torch.float64, device=accelerator.device)
+            step_loss = float(accelerator.reduce(total_loss, "sum"))
         for hook in hooks.after_backward:
-            hook(info(progress.step, loss=step_loss / items))
+            hook(info(progress.step, loss=step_loss / step_items))
         if cfg.max_grad_norm:
             accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
         optimizer.step()
         for hook in hooks.after_optimizer_step:  # before zero_grad: AdaLoRA's budget reads the gradients
-            hook(info(progress.step, loss=step_loss / items))
+            hook(info(progress.step, loss=step_loss / step_items))
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -265,14 +306,14 @@ def fit(
         epoch_done = progress.batch >= len(batches)
         if epoch_done:
             progress.epoch, progress.batch = progress.epoch + 1, 0
-        window_loss, window_items, seen = window_loss + step_loss, window_items + items, seen + items * world
+        window_loss, window_items, seen = window_loss + step_loss, window_items + step_items, seen + step_items
         lr = scheduler.get_last_lr()[0]
         bar.update()
         if progress.step % out_cfg.log_every == 0 or progress.step == total:
-            rate = window_items * world / max(1e-9, time.perf_counter() - window_start)
+            rate = window_items / max(1e-9, time.perf_counter() - window_start)
             record = {"step": progress.step, "epoch": progress.epoch, "loss": window_loss / window_items,
                       "lr": lr, "examples_per_s": rate}  # fmt: skip
-            if accelerator.is_main_process:
+            if main:
                 log.write(record)
             bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", ex_s=f"{rate:.0f}")
             window_loss, window_items, window_start = 0.0, 0, time.perf_counter()
@@ -280,7 +321,7 @@ def fit(
         due = progress.step % eval_cfg.every == 0 if eval_cfg.every else epoch_done
         if eval_rows and (due or progress.step == total):
             metrics = evaluate()
-            if accelerator.is_main_process:
+            if main:
                 log.write(
                     {"step": progress.step, "epoch": progress.epoch, **{f"eval_{k}": v for k, v in metrics.items()}}
                 )
@@ -289,15 +330,24 @@ def fit(
             for hook in hooks.after_eval:
                 hook(info(progress.step, metrics=metrics))
         if out_cfg.save_every and progress.step % out_cfg.save_every == 0 and progress.step < total:
-            if accelerator.is_main_process and not progress.stopped_early:
-                save_checkpoint(run_dir, plain, optimizer, scheduler, progress, best, out_cfg.keep_checkpoints)
+            if not progress.stopped_early:  # (the same on every process: they share the metrics)
+                rngs = [rng_state()]
+                if world > 1:  # every process's random state, so each resumes its own dropout masks
+                    from accelerate.utils import gather_object
+
+                    rngs = gather_object(rngs)
+                if main:
+                    save_checkpoint(run_dir, plain, optimizer, scheduler, progress, best, out_cfg.keep_checkpoints,
+                                    rngs)  # fmt: skip
             accelerator.wait_for_everyone()
     bar.close()
 
     if eval_cfg.keep_best and best is not None:
         restore(plain, best)
         metrics = dict(progress.best_metrics or metrics)
-    if accelerator.is_main_process:
+    if main:
         write_plots(log.read(), run_dir, title=desc)
+    accelerator.wait_for_everyone()
+    accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # drop prepare's autocast forward: the model as given
     wall = time.perf_counter() - started
     return FitResult(progress, metrics, total, wall, seen / max(1e-9, wall) if progress.step > first_step else 0.0)

@@ -4,6 +4,10 @@ Nothing is written before every input is checked (recipe, model path, data files
 output folder). A run folder holds ``run.json`` (the recipe it was started with); running the same
 recipe again resumes it from its last checkpoint, a different one is refused unless ``overwrite``
 (start over) or ``resume`` (go on with the new settings) is asked for.
+
+Launched as several processes (``torchrun``, ``accelerate launch``), every process checks the inputs
+and trains its share; only the main process writes (run record, baseline, adapter, predictions,
+results) and the others wait for it at fixed points, then return the same results.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from deltatune.files import atomic_write_bytes
 from deltatune.training.config import EvalConfig, Recipe
 from deltatune.training.data import Rows, load_split
 from deltatune.training.errors import ModelPathError, RecipeError, RunFolderError
-from deltatune.training.loop import FitResult, Hooks, fit
+from deltatune.training.loop import FitResult, Hooks, fit, process_state
 from deltatune.training.recipe import adapter_config, recipe_to_dict
 from deltatune.training.tasks import Task, TaskSetup, get_task_kind, task_options
 
@@ -173,19 +177,23 @@ def run_baseline(recipe: Recipe, inputs: Inputs, run_dir: Path, resume: bool) ->
     baseline = inputs.setup.baseline
     if baseline is None:
         return None
+    state = process_state(recipe.train)
     done = run_dir / RESULTS_FILE
-    if resume and done.is_file():
+    finished = resume and done.is_file()
+    state.wait_for_everyone()  # every process has looked before the main one writes
+    if finished:
         return json.loads(done.read_text())
+    result: dict[str, Any] | None = None
     if baseline.score is not None:
-        rows = inputs.test or inputs.valid
-        result: dict[str, Any] = {k: round(v, 4) for k, v in baseline.score(rows).items()}
-        result.update(trainable_params=0, trainable_share=0.0, train_wall_s=0.0)
+        if state.is_main_process:
+            rows = inputs.test or inputs.valid
+            result = {k: round(v, 4) for k, v in baseline.score(rows).items()}
+            result.update(trainable_params=0, trainable_share=0.0, train_wall_s=0.0)
     else:
         model = load_model(inputs, recipe.train.seed)
         model.requires_grad_(False)
-        if baseline.train_only is None:
-            result = _summary(model, None, split_metrics(model, inputs, recipe))
-        else:
+        fitted = None
+        if baseline.train_only is not None:
             baseline.train_only(model)
             cfg = dataclasses.replace(
                 recipe.train, lr=recipe.baseline.lr, epochs=recipe.baseline.epochs or recipe.train.epochs,
@@ -193,11 +201,14 @@ def run_baseline(recipe: Recipe, inputs: Inputs, run_dir: Path, resume: bool) ->
             )  # fmt: skip
             fitted = fit(model, inputs.task, inputs.train, inputs.valid, cfg, eval_config(recipe, inputs.task),
                          recipe.output, run_dir, resume=resume, desc=f"baseline ({baseline.name})")  # fmt: skip
-            result = _summary(model, fitted, split_metrics(model, inputs, recipe, fitted.metrics))
-    result["name"] = baseline.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(done, (json.dumps(result, indent=2) + "\n").encode())
-    return result
+        if state.is_main_process:
+            result = _summary(model, fitted, split_metrics(model, inputs, recipe, fitted.metrics if fitted else None))
+    if result is not None:
+        result["name"] = baseline.name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(done, (json.dumps(result, indent=2) + "\n").encode())
+    state.wait_for_everyone()
+    return result if result is not None else json.loads(done.read_text())
 
 
 def _summary(model: nn.Module, fitted: FitResult | None, metrics: dict[str, float]) -> dict[str, Any]:
@@ -226,10 +237,13 @@ def run_recipe(recipe: Recipe, overwrite: bool = False, resume: bool = False) ->
     import deltatune as dt
 
     started = time.perf_counter()
+    state = process_state(recipe.train)
     mode = check_run_folder(recipe, overwrite, resume)
+    state.wait_for_everyone()  # every process has seen the folder before the main one changes it
     out = Path(recipe.output.dir)
     if mode == "done":
-        print(f"{out} already holds this run, finished; its results are in {out / RESULTS_FILE}.")
+        if state.is_main_process:
+            print(f"{out} already holds this run, finished; its results are in {out / RESULTS_FILE}.")
         return json.loads((out / RESULTS_FILE).read_text())
     if recipe.train.num_threads:
         torch.set_num_threads(recipe.train.num_threads)
@@ -239,11 +253,13 @@ def run_recipe(recipe: Recipe, overwrite: bool = False, resume: bool = False) ->
         config.modules_to_save = list(dict.fromkeys([*(config.modules_to_save or []), *inputs.setup.modules_to_save]))
     model = dt.wrap(load_model(inputs, recipe.train.seed), config)
 
-    if mode == "overwrite":
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    run = {"recipe": recipe_to_dict(recipe), "deltatune_version": dt.__version__}
-    atomic_write_bytes(out / RUN_FILE, (json.dumps(run, indent=2) + "\n").encode())
+    if state.is_main_process:
+        if mode == "overwrite":
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        run = {"recipe": recipe_to_dict(recipe), "deltatune_version": dt.__version__}
+        atomic_write_bytes(out / RUN_FILE, (json.dumps(run, indent=2) + "\n").encode())
+    state.wait_for_everyone()
     again = mode == "resume"
 
     baseline = run_baseline(recipe, inputs, out / "baseline", again) if recipe.baseline.enabled else None
@@ -251,6 +267,9 @@ def run_recipe(recipe: Recipe, overwrite: bool = False, resume: bool = False) ->
     desc = f"{recipe.adapter.method.lower()} adapter"
     fitted = fit(model, inputs.task, inputs.train, inputs.valid, recipe.train, eval_cfg, recipe.output, out,
                  hooks=Hooks.for_model(model), resume=again, desc=desc)  # fmt: skip
+    if not state.is_main_process:  # the main process tests, saves and reports
+        state.wait_for_everyone()
+        return json.loads((out / RESULTS_FILE).read_text())
     adapted = _summary(model, fitted, split_metrics(model, inputs, recipe, fitted.metrics))
     _save_adapter(model, out / "adapter")
     _save_predictions(model, inputs, recipe, out / PREDICTIONS_FILE)
@@ -270,6 +289,7 @@ def run_recipe(recipe: Recipe, overwrite: bool = False, resume: bool = False) ->
     }
     atomic_write_bytes(out / RESULTS_FILE, (json.dumps(results, indent=2) + "\n").encode())
     print_results(results, out)
+    state.wait_for_everyone()
     return results
 
 

@@ -2,7 +2,8 @@
 
 A checkpoint ``<run>/checkpoints/step-000120/`` holds the trained tensors (for a DeltaModel also
 ``adapter/`` in PEFT layout), the optimizer and scheduler states, the python/numpy/torch random
-states, and ``progress.json`` (step, epoch, next batch, data-order seed, best metric so far).
+states (``rng.pt``; under DDP also ``rng-rank<r>.pt`` for every other process), and ``progress.json``
+(step, epoch, next batch, data-order seed, best metric so far, number of processes).
 It is written into a temporary folder beside it and renamed into place, so a run killed at any
 moment leaves either the complete checkpoint or none; resuming from it replays the remaining steps
 exactly, so the final adapter is bit-identical to an uninterrupted run's (same machine, CPU).
@@ -11,6 +12,7 @@ exactly, so the final adapter is bit-identical to an uninterrupted run's (same m
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import random
@@ -42,6 +44,7 @@ class Progress:
     best_metrics: dict[str, float] | None = None  # every metric of the best evaluation
     bad_evals: int = 0  # evaluations since the last improvement (early stopping)
     stopped_early: bool = False
+    world: int = 1  # processes that trained (DDP): a step's rows and the random states depend on it
 
 
 def trained_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -101,6 +104,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _save_object(obj: Any, path: str) -> None:
+    torch.save(obj, path)
+
+
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     from safetensors.torch import save_file
 
@@ -116,8 +123,11 @@ def save_checkpoint(
     progress: Progress,
     best: dict[str, torch.Tensor] | None,
     keep: int,
+    rngs: list[dict[str, Any]] | None = None,
 ) -> Path:
-    """Write ``checkpoints/step-N`` atomically, then drop all but the ``keep`` newest ones."""
+    """Write ``checkpoints/step-N`` atomically, then drop all but the ``keep`` newest ones.
+
+    ``rngs``: every process's :func:`rng_state` in rank order (DDP); by default this process's."""
     from deltatune.model import DeltaModel
 
     root = run_dir / CHECKPOINTS
@@ -132,7 +142,8 @@ def save_checkpoint(
         model.save_pretrained(tmp / "adapter")
     atomic_write(tmp / "optimizer.pt", lambda p: torch.save(optimizer.state_dict(), p))
     atomic_write(tmp / "scheduler.pt", lambda p: torch.save(scheduler.state_dict(), p))
-    atomic_write(tmp / "rng.pt", lambda p: torch.save(rng_state(), p))
+    for rank, state in enumerate(rngs or [rng_state()]):
+        atomic_write(tmp / _rng_file(rank), functools.partial(_save_object, state))
     atomic_write_bytes(tmp / "progress.json", (json.dumps(dataclasses.asdict(progress), indent=1) + "\n").encode())
     if final.exists():
         shutil.rmtree(final)
@@ -143,28 +154,42 @@ def save_checkpoint(
     return final
 
 
-def checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first; unfinished temporary folders are removed."""
+def _rng_file(rank: int) -> str:
+    return "rng.pt" if rank == 0 else f"rng-rank{rank}.pt"
+
+
+def checkpoints(run_dir: Path, clean: bool = True) -> list[Path]:
+    """Complete checkpoints, oldest first; with ``clean`` (the main process's job) unfinished temporary
+    folders are removed."""
     root = run_dir / CHECKPOINTS
     if not root.is_dir():
         return []
-    for stale in root.glob(f"{_TMP}*"):
+    for stale in root.glob(f"{_TMP}*") if clean else []:
         shutil.rmtree(stale, ignore_errors=True)
     found = [p for p in root.glob(f"{_PREFIX}*") if (p / "progress.json").is_file()]
     return sorted(found, key=lambda p: int(p.name[len(_PREFIX) :]))
 
 
 def load_checkpoint(
-    folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+    folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int = 0, world: int = 1
 ) -> tuple[Progress, dict[str, torch.Tensor] | None]:
-    """Restore everything :func:`save_checkpoint` wrote; returns the progress and the best snapshot."""
+    """Restore everything :func:`save_checkpoint` wrote (process ``rank`` of ``world`` takes its own random
+    state); returns the progress and the best snapshot."""
     from safetensors.torch import load_file
 
+    progress = Progress(**json.loads((folder / "progress.json").read_text()))
+    if progress.world != world:
+        from deltatune.training.errors import RunFolderError
+
+        raise RunFolderError(
+            f"{folder} was written by a run of {progress.world} process(es), this one has {world}: each step's rows "
+            f"and random states depend on it. Launch {progress.world} process(es) to resume it, or start over "
+            "with --overwrite."
+        )
     restore(model, load_file(folder / "trained.safetensors"))
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
-    set_rng_state(torch.load(folder / "rng.pt", weights_only=True))
-    progress = Progress(**json.loads((folder / "progress.json").read_text()))
+    set_rng_state(torch.load(folder / _rng_file(rank), weights_only=True))
     best = load_file(folder / "best.safetensors") if (folder / "best.safetensors").is_file() else None
     return progress, best
 

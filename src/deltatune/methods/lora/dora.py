@@ -18,6 +18,9 @@ The forward never builds W'. With ``f = m / ||W0 + s B A||`` it reuses the base 
     h = f * (base(x) - bias + s B A x) + bias          (no dropout)
     h = base(x) + f * (W0 x' + s B A x') - W0 x'       (training with dropout, x' = dropout(x))
 
+On a plain frozen nn.Linear in training without dropout, the first rule runs as one autograd
+node with a hand-written backward (:class:`FusedDoraLinear`).
+
 and takes the norm from ``||w + s a||^2 = ||w||^2 + s b . (2 w A^T + s (A A^T) b)`` for a row
 ``w`` of W0 and the row ``b`` of B, which costs W0 A^T (out x r) instead of the out x in matrix
 W0 + s B A. ``||w||^2`` is cached while W0 is unchanged; in eval mode the whole norm is cached.
@@ -35,6 +38,7 @@ from torch import nn
 
 from deltatune import weights
 from deltatune.errors import DeltatuneError, MergeError
+from deltatune.methods.lora import fused
 
 if TYPE_CHECKING:
     from deltatune.methods.lora.adapter import LoraAdapter
@@ -121,9 +125,80 @@ def scale(adapter: LoraAdapter, base: nn.Module) -> torch.Tensor:
     return m / weight_norm(adapter, base).view(m.shape)
 
 
+class FusedDoraLinear(torch.autograd.Function):
+    """One autograd node for DoRA on a plain frozen ``nn.Linear`` (no dropout):
+
+        z = x W0^T + s (x A^T) B^T,    y = (m / n) * z + bias
+
+    with ``n`` = ||W0 + s B A|| per output row, a constant (detached). The generic path runs
+    the base, A, an ``addmm`` that copies the base output, a ``mul`` and, in backward, adds the
+    base and adapter input-gradients in a separate full-size pass; here ``z`` is accumulated in
+    place into the base product, and the input gradient is one ``addmm_`` into ``(f g) W0``.
+    Shapes: x (..., in), W0 (out, in), A (r, in), B (out, r), m and n (out,).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        m: torch.Tensor,
+        norm: torch.Tensor,
+        scaling: float,
+    ) -> torch.Tensor:
+        x2 = x.reshape(-1, x.shape[-1])
+        z = x2 @ weight.t()
+        h = x2 @ a.t()
+        z.addmm_(h, b.t(), alpha=scaling)
+        f = m / norm
+        y = torch.addcmul(bias, z, f) if bias is not None else z * f
+        ctx.save_for_backward(x2, h, z, weight, a, b, f, norm)
+        ctx.scaling = scaling
+        ctx.in_shape = x.shape
+        return y.view(*x.shape[:-1], y.shape[-1])
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        x2, h, z, weight, a, b, f, norm = ctx.saved_tensors
+        g = grad.reshape(-1, grad.shape[-1])
+        gf = g * f  # gradient at z
+        grad_x = grad_a = grad_b = grad_m = None
+        if ctx.needs_input_grad[5]:
+            grad_m = (g * z).sum(0).div_(norm)  # dy/dm = z / n (faster on CPU than a vecdot over dim 0)
+        gh = (gf @ b).mul_(ctx.scaling)  # gradient at h = x A^T, (N, r)
+        if ctx.needs_input_grad[0]:
+            grad_x = (gf @ weight).addmm_(gh, a).view(ctx.in_shape)
+        if ctx.needs_input_grad[3]:
+            grad_a = gh.t() @ x2
+        if ctx.needs_input_grad[4]:
+            grad_b = (gf.t() @ h).mul_(ctx.scaling)
+        return grad_x, None, None, grad_a, grad_b, grad_m, None, None
+
+
+def _fusable(adapter: LoraAdapter, x: torch.Tensor, inner: Callable[..., Any], base: nn.Module) -> bool:
+    """The fused node computes exactly what the generic path would: the base itself runs below
+    (no adapters stacked under this one), a plain frozen Linear without hooks (fused.applies),
+    no active dropout, and gradients wanted (inference uses the generic in-place path)."""
+    if inner is not base or not torch.is_grad_enabled():
+        return False
+    if adapter.training and not isinstance(adapter.lora_dropout, nn.Identity):
+        return False
+    a = adapter.factors()[0]
+    return a.dim() == 2 and adapter.lora_magnitude_vector.dim() == 1 and fused.applies(base, x, a)
+
+
 def forward(
     adapter: LoraAdapter, x: torch.Tensor, inner: Callable[[torch.Tensor], torch.Tensor], base: nn.Module
 ) -> torch.Tensor:
+    if _fusable(adapter, x, inner, base):
+        a, b = adapter.factors()
+        norm = weight_norm(adapter, base)
+        bias = getattr(base, "bias", None)
+        m = adapter.lora_magnitude_vector
+        return FusedDoraLinear.apply(x, base.weight, bias, a, b, m, norm, adapter.scaling)
     out = inner(x)
     f = scale(adapter, base)
     dtype = f.dtype

@@ -27,7 +27,9 @@ from deltatune import weights
 from deltatune.config import AdapterConfig
 from deltatune.errors import UnsupportedLayerError
 from deltatune.layer import Adapter
+from deltatune.methods.lora import fused as lora_fused
 from deltatune.methods.vera.config import VeraConfig
+from deltatune.methods.vera.fused import FusedVeraLinear
 
 
 class VeraProjections(nn.Module):
@@ -92,9 +94,12 @@ class VeraLinear(Adapter):
     Trained: ``vera_lambda_b (out,)``, ``vera_lambda_d (r,)``. The shared ``A``/``B`` are read from
     the adapter's :class:`VeraProjections` at every call (never cached: sharding may replace them);
     that module is referenced, not registered, so it is saved and moved once, by the DeltaModel.
+    On a plain frozen nn.Linear without active dropout the layer and the adapter run as one
+    autograd node (``fused.py``).
     """
 
     additive = True  # W0 x + ΔW x: commutes with other additive adapters when merging
+    needs_base = True  # the fused path (fused.py) runs a plain nn.Linear base itself
 
     def __init__(self, in_features: int, out_features: int, r: int, dropout: float, shared: VeraProjections) -> None:
         super().__init__()
@@ -117,9 +122,15 @@ class VeraLinear(Adapter):
         shared: VeraProjections = self.__dict__["_shared"]
         return shared.vera_A[:, : self.in_features], shared.vera_B[: self.out_features, :]
 
-    def forward(self, x: torch.Tensor, inner: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, inner: Callable[[torch.Tensor], torch.Tensor], base: nn.Module | None = None
+    ) -> torch.Tensor:
         a, b = self._slices()
         lambda_b, lambda_d = self.vera_lambda_b, self.vera_lambda_d
+        no_dropout = isinstance(self.vera_dropout, nn.Identity) or not self.vera_dropout.training
+        if inner is base and no_dropout and lora_fused.applies(base, x, a):
+            # The base itself runs below (no adapter stacked under this one): one node (fused.py).
+            return FusedVeraLinear.apply(x, base.weight, base.bias, a, b, lambda_b, lambda_d)
         out = inner(x)
         h = F.linear(F.linear(self.vera_dropout(x.to(lambda_d.dtype)), a) * lambda_d, b)  # B Λ_d A x: (..., out)
         # Λ_b scales h rather than B: folding it into B would cost one more GEMM in backward (for Λ_b's grad).
