@@ -154,6 +154,9 @@ def test_sft_recipe_smoke(tmp_path: Path, capsys) -> None:
     assert results["baseline"]["name"] == "untrained model" and results["baseline"]["trainable_params"] == 0
     assert results["adapted"]["steps"] == 3 and math.isfinite(results["adapted"]["loss"])
     assert "  sample: " in capsys.readouterr().out  # generations shown at each evaluation
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    samples = [r["samples"] for r in logged if "samples" in r]  # ... and written into the log
+    assert samples and all(set(s) == {"prompt", "generated", "reference"} for s in samples[-1])
     with safe_open(str(out / "adapter" / "adapter_model.safetensors"), "pt") as fh:
         keys = set(fh.keys())
     assert "base_model.model.model.embed_tokens.weight" in keys and "base_model.model.lm_head.weight" in keys

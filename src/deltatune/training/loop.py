@@ -322,9 +322,13 @@ def fit(
         if eval_rows and (due or progress.step == total):
             metrics = evaluate()
             if main:
-                log.write(
-                    {"step": progress.step, "epoch": progress.epoch, **{f"eval_{k}": v for k, v in metrics.items()}}
-                )
+                record = {
+                    "step": progress.step,
+                    "epoch": progress.epoch,
+                    **{f"eval_{k}": v for k, v in metrics.items()},
+                }
+                samples = getattr(task, "last_samples", None)  # e.g. generated text, for people reading the log
+                log.write({**record, "samples": samples} if samples else record)
             if track_best(progress, metrics, eval_cfg, task.higher_is_better) and eval_cfg.keep_best:
                 best = snapshot(plain)
             for hook in hooks.after_eval:

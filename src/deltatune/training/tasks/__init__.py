@@ -51,7 +51,11 @@ class Task(Protocol):
         ...
 
     def evaluate(self, model: nn.Module, rows: Sequence[dict[str, Any]], batch_size: int) -> dict[str, float]:
-        """Metrics on ``rows``; the model is already in eval mode under no_grad."""
+        """Metrics on ``rows``; the model is already in eval mode under no_grad.
+
+        A task may also set ``self.last_samples`` (a list of JSON-able dicts, e.g. generated text):
+        the loop writes it into that evaluation's ``metrics.jsonl`` record as ``samples``.
+        """
         ...
 
 

@@ -4,7 +4,7 @@ A row's prompt and response become one sequence "[BOS] prompt [SEP] response [EO
 covers only the response and its end token (the prompt's labels are -100) and is summed over
 those target tokens, so the loop averages it per target token. Evaluation reports the loss, the
 teacher-forced token accuracy on the targets, and the exact match of greedy generation; a few
-generated samples are printed at each evaluation.
+generated samples are printed at each evaluation and written into metrics.jsonl.
 
 ``model.path: config:<name or file>`` builds a randomly initialised model from a transformers
 config (a name from :data:`CONFIGS`, or a JSON file holding ``model_type`` and the config's
@@ -112,6 +112,7 @@ class InstructionTuning:
         self.pad = tokenizer.pad_token_id
         self.bos = tokenizer.cls_token_id if tokenizer.bos_token_id is None else tokenizer.bos_token_id
         self.eos = tokenizer.sep_token_id if tokenizer.eos_token_id is None else tokenizer.eos_token_id
+        self.last_samples: list[dict[str, str]] = []
 
     def prompt_ids(self, row: dict[str, Any]) -> list[int]:
         """[BOS] prompt [SEP], keeping its end if longer than model.max_length."""
@@ -195,11 +196,14 @@ class InstructionTuning:
         generated = self.responses(model, list(rows), batch_size)
         wanted = [self.pieces(r)[1][:-1] for r in rows]
         exact = sum(g == w for g, w in zip(generated, wanted, strict=True))
-        for row, tokens in list(zip(rows, generated, strict=True))[: self.options.show_samples]:
-            from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-            tqdm.write(f"  sample: {row[self.options.prompt_field]!r} -> {self.tokenizer.decode(tokens)!r} "
-                       f"(want {row[self.options.response_field]!r})")  # fmt: skip
+        self.last_samples = []  # printed, and written into metrics.jsonl by the loop
+        for row, tokens in list(zip(rows, generated, strict=True))[: self.options.show_samples]:
+            sample = {"prompt": row[self.options.prompt_field], "generated": self.tokenizer.decode(tokens),
+                      "reference": row[self.options.response_field]}  # fmt: skip
+            self.last_samples.append(sample)
+            tqdm.write(f"  sample: {sample['prompt']!r} -> {sample['generated']!r} (want {sample['reference']!r})")
         return {
             "loss": loss / max(1, targets),
             "exact_match": exact / max(1, len(rows)),
@@ -221,7 +225,9 @@ class SftOptions:
                           "empty = the model's own."},
     )  # fmt: skip
     max_new_tokens: int = field(default=16, metadata={"help": "Longest generated response at evaluation."})
-    show_samples: int = field(default=3, metadata={"help": "Generated samples printed at each evaluation."})
+    show_samples: int = field(
+        default=3, metadata={"help": "Generated samples printed and logged (metrics.jsonl) at each evaluation."}
+    )
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
