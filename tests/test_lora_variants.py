@@ -457,7 +457,8 @@ def test_dora_weight_norm_matches_direct_formula() -> None:
     )
 
 
-def test_dora_fused_linear_matches_generic_path(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("shape", [(4, 3, 10), (2, 10)], ids=["f_on_weights", "f_on_grad"])  # tokens vs in=10
+def test_dora_fused_linear_matches_generic_path(shape: tuple[int, ...], monkeypatch: pytest.MonkeyPatch) -> None:
     """The one-node DoRA of a plain Linear (dora.FusedDoraLinear) gives the generic path's output and
     gradients (input, A, B, magnitude); a forward hook on the base makes the layer take the generic path."""
     from deltatune.methods.lora import dora
@@ -471,7 +472,7 @@ def test_dora_fused_linear_matches_generic_path(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(dora.FusedDoraLinear, "apply", lambda *args: calls.append(True) or apply(*args))
     for generic in (False, True):
         hook = layer.base_layer.register_forward_hook(lambda *args: None) if generic else None
-        x = torch.randn(4, 3, 10, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        x = torch.randn(*shape, generator=torch.Generator().manual_seed(1), requires_grad=True)
         y = layer(x)
         params = list(layer.adapters["default"].parameters())
         grads = torch.autograd.grad(y.square().sum(), [x, *params])

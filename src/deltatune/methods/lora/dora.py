@@ -164,17 +164,21 @@ class FusedDoraLinear(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         x2, h, z, weight, a, b, f, norm = ctx.saved_tensors
         g = grad.reshape(-1, grad.shape[-1])
-        gf = g * f  # gradient at z
         grad_x = grad_a = grad_b = grad_m = None
         if ctx.needs_input_grad[5]:
             grad_m = (g * z).sum(0).div_(norm)  # dy/dm = z / n (faster on CPU than a vecdot over dim 0)
-        gh = (gf @ b).mul_(ctx.scaling)  # gradient at h = x A^T, (N, r)
+        col = f.unsqueeze(1)
+        # The gradient at z is g f. Where the layer has fewer inputs than the batch has tokens, f goes
+        # on W0 (out, in) and B (out, r) instead of on g (N, out): the same products, less to scale.
+        on_weights = weight.shape[1] < g.shape[0]
+        gf = g if on_weights else g * f
+        gh = (gf @ (b * col if on_weights else b)).mul_(ctx.scaling)  # gradient at h = x A^T, (N, r)
         if ctx.needs_input_grad[0]:
-            grad_x = (gf @ weight).addmm_(gh, a).view(ctx.in_shape)
+            grad_x = (gf @ (weight * col if on_weights else weight)).addmm_(gh, a).view(ctx.in_shape)
         if ctx.needs_input_grad[3]:
             grad_a = gh.t() @ x2
         if ctx.needs_input_grad[4]:
-            grad_b = (gf.t() @ h).mul_(ctx.scaling)
+            grad_b = (gf.t() @ h).mul_(col * ctx.scaling if on_weights else ctx.scaling)
         return grad_x, None, None, grad_a, grad_b, grad_m, None, None
 
 
