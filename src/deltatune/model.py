@@ -92,24 +92,8 @@ class DeltaModel(nn.Module):
             heads = [h for h in hf.TASK_HEADS[config.task_type] if any(n.endswith(h) for n in names)]
             config.modules_to_save = list(dict.fromkeys([*(config.modules_to_save or []), *heads]))
         prompt = None if method.create_prompt is None else method.create_prompt(self.model, config)
-        own_rule = prompt is not None or method.select_targets is not None  # no generic default or targeting
-        # Raw parameters (LoRA's target_parameters) are adapted through the modules that own them;
-        # with no target_modules (None or []) those modules are the only targets (PEFT's rule).
-        owners = targeting.find_parameter_targets(self.model, config, strict=strict_targets)
-        only_parameters = bool(owners) and config.target_modules in (None, [])
-        spec = None if own_rule or only_parameters else targeting.resolve_target_spec(self.model, config)
-        if prompt is not None or only_parameters:
-            names = []
-        elif method.select_targets is not None:  # it may fill config.target_modules with its model-type default
-            names = method.select_targets(self.model, config)
-        else:
-            names = targeting.find_targets(self.model, config, method, strict=strict_targets)
-        if set(names) & set(owners):
-            raise ConfigError(
-                f"{sorted(set(names) & set(owners))} are selected by target_modules and own parameters selected by "
-                "target_parameters; a module takes one or the other. Leave them out of one of the two lists."
-            )
-        module_targets, names = names, [*names, *owners]
+        selection = targeting.select(self.model, config, method, prompt=prompt is not None, strict=strict_targets)
+        names = selection.names
         saved = targeting.find_saved_modules(self.model, config.modules_to_save)
         modules = dict(targeting.walk(self.model))
         # Build every adapter before touching the model, so a failure leaves it unchanged.
@@ -119,9 +103,8 @@ class DeltaModel(nn.Module):
         created = {n: method.create(bases[n], n, config, **extra) for n in names}
         if hasattr(config, "fan_in_fan_out") and any(weights.is_transposed_linear(m) for m in bases.values()):
             config.fan_in_fan_out = True  # what PEFT writes for GPT-2 Conv1D layers (detected here anyway)
-        is_all_linear = isinstance(spec, str) and spec.lower() == targeting.ALL_LINEAR
-        if (prompt is None and not only_parameters and config.target_modules is None) or is_all_linear:
-            config.target_modules = targeting.compact_targets(self.model, module_targets)
+        if selection.rewrite_targets:
+            config.target_modules = targeting.compact_targets(self.model, selection.modules)
         if config.base_model_name_or_path is None:
             config.base_model_name_or_path = _name_or_path(self.model)
         for name, adapter in created.items():

@@ -15,11 +15,12 @@ import difflib
 import re
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from torch import nn
 
 from deltatune.config import AdapterConfig
-from deltatune.errors import TargetError
+from deltatune.errors import ConfigError, TargetError
 from deltatune.integrations import transformers as hf
 from deltatune.registry import Method
 
@@ -278,3 +279,42 @@ def find_parameter_targets(model: nn.Module, config: AdapterConfig, *, strict: b
             raise TargetError(message + " Fix target_parameters.")
         warnings.warn(message, stacklevel=4)
     return owners
+
+
+@dataclass
+class Selection:
+    """What one adapter adapts: modules picked by ``target_modules`` (or the method's own rule), and the
+    modules that own parameters picked by ``target_parameters``."""
+
+    modules: list[str]
+    owners: list[str]
+    # config.target_modules should become the compact list of ``modules`` (it was None = the
+    # model type's default, or "all-linear"), so the saved config names what was adapted.
+    rewrite_targets: bool
+
+    @property
+    def names(self) -> list[str]:
+        return [*self.modules, *self.owners]
+
+
+def select(model: nn.Module, config: AdapterConfig, method: Method, *, prompt: bool, strict: bool) -> Selection:
+    """The targets of ``config`` on ``model``: a prompt method has none (it edits inputs, not layers), a
+    method with ``select_targets`` uses its own rule, the rest the generic rules of this module."""
+    # Raw parameters (LoRA's target_parameters) are adapted through the modules that own them;
+    # with no target_modules (None or []) those modules are the only targets (PEFT's rule).
+    owners = list(find_parameter_targets(model, config, strict=strict))
+    only_parameters = bool(owners) and config.target_modules in (None, [])
+    if prompt or only_parameters:
+        return Selection([], owners, rewrite_targets=False)
+    if method.select_targets is not None:  # it may fill config.target_modules with its model-type default
+        return Selection(method.select_targets(model, config), owners, rewrite_targets=False)
+    spec = resolve_target_spec(model, config)
+    modules = find_targets(model, config, method, strict=strict)
+    clash = sorted(set(modules) & set(owners))
+    if clash:
+        raise ConfigError(
+            f"{clash} are selected by target_modules and own parameters selected by target_parameters; a module "
+            "takes one or the other. Leave them out of one of the two lists."
+        )
+    is_all_linear = isinstance(spec, str) and spec.lower() == ALL_LINEAR
+    return Selection(modules, owners, rewrite_targets=config.target_modules is None or is_all_linear)
