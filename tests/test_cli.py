@@ -68,13 +68,17 @@ def test_recipes_tasks_lists_every_task_with_its_options(capsys: pytest.CaptureF
             assert f"task_options.{f.name}" in out and f.metadata["help"] in out
 
 
-def test_demo_passes_its_arguments_on(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_demo_takes_its_own_options(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     import deltatune.demo
 
-    seen: list[list[str]] = []
-    monkeypatch.setattr(deltatune.demo, "main", lambda argv: seen.append(list(argv)) or 0)
-    assert main(["demo", "--quick", "--out", "x"]) == 0
-    assert seen == [["--quick", "--out", "x"]]
+    seen: list[object] = []
+    monkeypatch.setattr(deltatune.demo, "run", lambda args: seen.append(args) or 0)
+    assert main(["demo", "--quick", "--out", "x", "--epochs", "2"]) == 0
+    args = seen[0]
+    assert args.quick and str(args.out) == "x" and args.epochs == 2  # type: ignore[attr-defined]
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert "--epochs" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------- train and inspect

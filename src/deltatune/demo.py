@@ -26,22 +26,28 @@ from pathlib import Path
 QUICK = ["data.limit_train=320", "data.limit_eval=128", "eval.every=5", "output.save_every=0"]
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="deltatune demo",
-        description="Fine-tune the packaged MiniLM with LoRA on the bundled relevance data (the relevance recipe), "
-        "next to a frozen-encoder baseline, then reload the adapter and check it.",
-    )
+DESCRIPTION = (
+    "Fine-tune the packaged MiniLM with LoRA on the bundled relevance data (the relevance recipe), next to a "
+    "frozen-encoder baseline, then reload the adapter and check its predictions."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The demo's options (shared by ``deltatune demo`` and ``python -m deltatune.demo``)."""
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: runs/demo)")
     parser.add_argument("--epochs", type=int, default=1, help="training epochs of both runs (default: 1)")
     parser.add_argument("--quick", action="store_true", help="a smoke run on 320 training and 128 test pairs")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: every available core)")
-    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deltatune.demo", description=DESCRIPTION)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = parse_args(argv)
     import torch
 
     import deltatune as dt
