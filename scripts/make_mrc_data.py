@@ -19,12 +19,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from deltatune.data import write_splits  # the bundled datasets' file form
 
 SEED = 2024
 SPLIT_PASSAGES = {"train": 800, "valid": 120, "test": 160}
@@ -249,14 +250,6 @@ def generate(seed: int = SEED) -> dict[str, list[Row]]:
         rng.shuffle(rows)
         splits[name] = rows
     return splits
-
-
-def write_splits(splits: dict[str, list[Row]], out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, rows in splits.items():
-        with open(out_dir / f"{name}.jsonl", "w", encoding="utf-8", newline="\n") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:

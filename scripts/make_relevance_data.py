@@ -28,12 +28,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from deltatune.data import write_splits  # the bundled datasets' file form
 
 SEED = 1234
 SPLIT_SIZES = {"train": 3000, "valid": 500, "test": 500}
@@ -1184,14 +1185,6 @@ def generate(seed: int = SEED) -> dict[str, list[Row]]:
         splits[name] = rows
         start += size // 2
     return splits
-
-
-def write_splits(splits: dict[str, list[Row]], out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, rows in splits.items():
-        with open(out_dir / f"{name}.jsonl", "w", encoding="utf-8", newline="\n") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:

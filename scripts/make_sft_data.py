@@ -20,11 +20,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import re
 import string
 from pathlib import Path
+
+from deltatune.data import write_splits  # the bundled datasets' file form
 
 SEED = 7
 SPLIT_SIZES = {"train": 5000, "valid": 240, "test": 360}
@@ -102,11 +103,7 @@ def vocabulary(splits: dict[str, list[dict[str, str]]]) -> list[str]:
 
 
 def write(splits: dict[str, list[dict[str, str]]], out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, rows in splits.items():
-        with open(out_dir / f"{name}.jsonl", "w", encoding="utf-8", newline="\n") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_splits(splits, out_dir)
     (out_dir / "vocab.txt").write_text("\n".join(vocabulary(splits)) + "\n", encoding="utf-8")
 
 

@@ -21,11 +21,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from deltatune.data import write_splits  # the bundled datasets' file form
 
 SEED = 99
 SPLIT_SIZES = {"train": 600, "valid": 100, "test": 150}
@@ -157,14 +158,6 @@ def generate(seed: int = SEED) -> dict[str, list[dict[str, Any]]]:
             doc_id += 1
         splits[name] = rows
     return splits
-
-
-def write_splits(splits: dict[str, list[dict[str, Any]]], out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, rows in splits.items():
-        with open(out_dir / f"{name}.jsonl", "w", encoding="utf-8", newline="\n") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,7 +32,9 @@ and ``vocab.txt``, the WordPiece vocabulary a from-scratch model uses;
 from __future__ import annotations
 
 import json
+import os
 from importlib import resources
+from pathlib import Path
 
 SPLITS = ("train", "valid", "test")
 RELEVANCE_SPLITS = SPLITS
@@ -55,10 +57,21 @@ def load_bundled(name: str, split: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def write_splits(splits: dict[str, list[dict]], out_dir: str | os.PathLike[str]) -> None:
+    """Write ``{split: rows}`` as ``<out_dir>/<split>.jsonl`` (UTF-8, one JSON object per line, ``\\n``
+    line ends), the form every bundled dataset has; the generator scripts in ``scripts/`` use it."""
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, rows in splits.items():
+        with open(folder / f"{name}.jsonl", "w", encoding="utf-8", newline="\n") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
 def load_relevance(split: str) -> list[dict]:
     """One split of the relevance dataset: rows with ``query``, ``title``, ``category`` and ``label``
     (int, 1 = relevant, 0 = not relevant)."""
     return load_bundled("relevance", split)
 
 
-__all__ = ["RELEVANCE_SPLITS", "SPLITS", "bundled_datasets", "load_bundled", "load_relevance"]
+__all__ = ["RELEVANCE_SPLITS", "SPLITS", "bundled_datasets", "load_bundled", "load_relevance", "write_splits"]
