@@ -342,11 +342,35 @@ def test_wrong_target_names() -> None:
         dt.wrap(_llama(2), dt.AdaptionPromptConfig(adapter_len=4, adapter_layers=1, target_modules="mlp"))
 
 
-def test_attention_already_holding_other_adapters_is_refused() -> None:
-    model = dt.wrap(_llama(2), dt.LoraConfig(target_modules=["q_proj"], r=2))
-    with pytest.raises(dt.ConfigError, match="already holds adapters of another method"):
-        model.add_adapter("prompt", dt.AdaptionPromptConfig(adapter_len=4, adapter_layers=1))
-    assert list(model.peft_config) == ["default"]
+def test_adaption_prompt_over_lora_equals_lora_under_adaption_prompt(tmp_path) -> None:
+    """Added after LoRA on q_proj/v_proj, the prompt wraps the attention around the LoRA layers: the same
+    model as adding them the other way round, and the LoRA adapter still saves under PEFT's keys."""
+    from safetensors import safe_open
+
+    lora = dt.LoraConfig(target_modules=["q_proj", "v_proj"], r=2, init_lora_weights=False)
+    prompt = dt.AdaptionPromptConfig(adapter_len=4, adapter_layers=2)
+    torch.manual_seed(3)
+    first = dt.wrap(_llama(2), lora, adapter_name="lora")
+    first.add_adapter("prompt", prompt)
+    torch.manual_seed(3)
+    second = dt.wrap(_llama(2), prompt, adapter_name="prompt")
+    second.add_adapter("lora", lora)
+    second.load_state_dict(first.state_dict())  # the same weights, whatever order they were made in
+    for model in (first, second):
+        for name, param in model.named_parameters():
+            if name.endswith("adaption_gate"):
+                torch.nn.init.constant_(param, 0.5)
+        model.set_adapter(["lora", "prompt"])
+        model.eval()
+    ids = torch.randint(0, 64, (2, 7), generator=torch.Generator().manual_seed(0))
+    out = first(ids).logits
+    torch.testing.assert_close(out, second(ids).logits, atol=1e-6, rtol=0)
+    with first.disable_adapters():
+        assert not torch.allclose(first(ids).logits, out, atol=1e-4)
+    first.save_pretrained(tmp_path, selected_adapters=["lora"])
+    with safe_open(str(tmp_path / "lora" / "adapter_model.safetensors"), "pt") as fh:
+        keys = set(fh.keys())
+    assert "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" in keys and len(keys) == 3 * 4  # 3 layers
 
 
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])

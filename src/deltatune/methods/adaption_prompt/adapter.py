@@ -16,7 +16,7 @@ from torch import nn
 from deltatune import targeting, weights
 from deltatune.errors import ConfigError, DeltatuneError, MergeError, TargetError, UnsupportedLayerError
 from deltatune.integrations import transformers as hf
-from deltatune.layer import AdaptedLayer, Adapter
+from deltatune.layer import Adapter
 from deltatune.methods.adaption_prompt.config import AdaptionPromptConfig
 
 # Model types (config.model_type) -> the attention module's attribute name (PEFT's default target).
@@ -218,14 +218,6 @@ def select_targets(model: nn.Module, config: AdaptionPromptConfig) -> list[str]:
             f"adapter_layers={config.adapter_layers} but the model has only {len(names)} {target!r} modules; "
             f"set adapter_layers to at most {len(names)}."
         )
-    chosen = names[-config.adapter_layers :]
-    modules = dict(targeting.walk(model))
-    for name in chosen:
-        inside = [n for n, m in targeting.unwrap(modules[name]).named_modules() if isinstance(m, AdaptedLayer)]
-        if inside:
-            raise ConfigError(
-                f"{name} already holds adapters of another method (on {inside[:3]}); an adaption prompt on "
-                "the whole attention module would hide them from saving and training. Use the adaption prompt "
-                "in a DeltaModel of its own (on a fresh copy of the base model)."
-            )
-    return chosen
+    # Adapters already inside these modules (LoRA on q_proj, ...) stay where they are: targeting walks
+    # into adapted layers, so they keep saving, training and merging under their own names.
+    return names[-config.adapter_layers :]
