@@ -176,7 +176,7 @@ def test_records_and_plots(tmp_path: Path) -> None:
     train = [r for r in records if "loss" in r]
     evals = [r for r in records if "eval_neg_mse" in r]
     assert [r["step"] for r in train] == [1, 2, 3, 4] and [r["step"] for r in evals] == [2, 4]
-    assert all(math.isfinite(r["loss"]) and r["lr"] > 0 and r["examples_per_s"] > 0 for r in train)
+    assert all(math.isfinite(r["loss"]) and r["lr"] > 0 and r["items_per_s"] > 0 for r in train)
     for name in ("loss.png", "eval.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

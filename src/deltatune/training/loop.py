@@ -84,7 +84,7 @@ class FitResult:
     metrics: dict[str, float]  # of the model returned: the best evaluation if eval.keep_best
     total_steps: int
     wall_s: float
-    examples_per_s: float
+    items_per_s: float  # items as the task counts them (Task.count): examples, or target tokens
 
 
 def lr_factor(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
@@ -312,10 +312,10 @@ def fit(
         if progress.step % out_cfg.log_every == 0 or progress.step == total:
             rate = window_items / max(1e-9, time.perf_counter() - window_start)
             record = {"step": progress.step, "epoch": progress.epoch, "loss": window_loss / window_items,
-                      "lr": lr, "examples_per_s": rate}  # fmt: skip
+                      "lr": lr, "items_per_s": rate}  # fmt: skip
             if main:
                 log.write(record)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", ex_s=f"{rate:.0f}")
+            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", items_s=f"{rate:.0f}")
             window_loss, window_items, window_start = 0.0, 0, time.perf_counter()
 
         due = progress.step % eval_cfg.every == 0 if eval_cfg.every else epoch_done

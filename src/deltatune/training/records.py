@@ -15,7 +15,8 @@ METRICS = "metrics.jsonl"
 class MetricsLog:
     """Append-only ``metrics.jsonl``: one JSON object per line, flushed as it is written.
 
-    Training records carry ``loss``/``lr``/``examples_per_s``; evaluation records carry
+    Training records carry ``loss``/``lr``/``items_per_s`` (items as the task counts them: examples or
+    target tokens); evaluation records carry
     ``eval_<metric>``. Every record has ``step`` and ``epoch``.
     """
 

@@ -227,7 +227,7 @@ def _summary(model: nn.Module, fitted: FitResult | None, metrics: dict[str, floa
             best_step=fitted.progress.best_step,
             stopped_early=fitted.progress.stopped_early,
             train_wall_s=round(fitted.wall_s, 1),
-            examples_per_s=round(fitted.examples_per_s, 1),
+            items_per_s=round(fitted.items_per_s, 1),
         )
     return summary
 
