@@ -162,6 +162,22 @@ def test_sft_recipe_smoke(tmp_path: Path, capsys) -> None:
     assert "base_model.model.model.embed_tokens.weight" in keys and "base_model.model.lm_head.weight" in keys
     assert any(k.endswith("mlp.down_proj.lora_A.weight") for k in keys)
 
+    # `deltatune merge` of the run: a plain model folder with the task's own tokenizer beside it.
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from deltatune.cli.main import main
+    from deltatune.cli.runs import open_target
+
+    assert main(["merge", str(out), str(tmp_path / "merged")]) == 0
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "merged")
+    opened = open_target(str(out), None, [])
+    assert tokenizer.get_vocab() == opened.setup.task.tokenizer.get_vocab()  # type: ignore[attr-defined]
+    ids = torch.tensor([tokenizer("Sort these numbers: 3 1 2")["input_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, opened.model(input_ids=ids).logits, atol=1e-4, rtol=0)
+
 
 def test_generator_is_deterministic_and_matches_the_bundled_files(tmp_path: Path) -> None:
     gen = _generator()

@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         raise DeltatuneError(f"{out} exists; pass --overwrite to replace it, or choose another folder.")
     target = Path(args.target)
     model: Any
+    tokenizer: Any = None  # the task's own tokenizer, when a run or recipe is merged
     if (target / "adapter_config.json").is_file():
         base_model, tokenizer_source = _adapter_folder_model(target, args.base)
         model = dt.DeltaModel.from_pretrained(base_model, str(target))
@@ -99,9 +100,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         opened = open_target(args.target, args.adapter, args.overrides)
         model, adapter_dir = opened.model, opened.adapter_dir
-        from deltatune.training.runner import resolve_model_path
-
-        tokenizer_source = resolve_model_path(opened.recipe.model.path)
+        tokenizer, tokenizer_source = getattr(opened.setup.task, "tokenizer", None), opened.recipe.model.path
     merged = model.merge_and_unload(safe_merge=args.safe)
     if not hasattr(merged, "save_pretrained"):
         raise DeltatuneError(f"The merged model ({type(merged).__name__}) has no save_pretrained; save it in Python.")
@@ -112,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             from transformers import AutoTokenizer
 
-            AutoTokenizer.from_pretrained(tokenizer_source).save_pretrained(tmp)
+            (tokenizer or AutoTokenizer.from_pretrained(tokenizer_source)).save_pretrained(tmp)
         except (OSError, ValueError):
             print(f"note: no tokenizer found at {tokenizer_source}; the merged folder holds the model only")
         if out.exists():
