@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import deltatune as dt
+from deltatune import weights
 from deltatune.methods.lora import fused
 
 
@@ -35,7 +36,7 @@ def test_fused_node_matches_generic_path(bias: bool, monkeypatch) -> None:
     monkeypatch.setattr(fused.FusedLoraLinear, "apply", lambda *a: calls.append(1) or real(*a))
     fast = _grads(model, x, g)
     assert len(calls) == 2, "both layers take the fused node"
-    monkeypatch.setattr(fused, "applies", lambda *a: False)
+    monkeypatch.setattr(weights, "fusable_linear", lambda *a: False)
     slow = _grads(model, x, g)
     for a, b in zip(fast, slow, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
@@ -78,7 +79,7 @@ def test_mixed_batch_in_place_path_matches_out_of_place_path(monkeypatch) -> Non
         return [out.detach()] + [p.grad for p in model.parameters() if p.requires_grad]
 
     fast = run()
-    monkeypatch.setattr(fused, "output_is_free", lambda *a: False)
+    monkeypatch.setattr(weights, "output_is_free", lambda *a: False)
     slow = run()
     assert len(fast) == len(slow) == 1 + 8
     for a, b in zip(fast, slow, strict=True):
@@ -92,8 +93,8 @@ def test_fast_paths_under_bf16_autocast_match_generic_path(monkeypatch) -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         single = model(x)
         mixed = model(x, adapter_names=["b", "default", dt.BASE])
-    monkeypatch.setattr(fused, "applies", lambda *a: False)
-    monkeypatch.setattr(fused, "output_is_free", lambda *a: False)
+    monkeypatch.setattr(weights, "fusable_linear", lambda *a: False)
+    monkeypatch.setattr(weights, "output_is_free", lambda *a: False)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         torch.testing.assert_close(model(x), single)
         torch.testing.assert_close(model(x, adapter_names=["b", "default", dt.BASE]), mixed)

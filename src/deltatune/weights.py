@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _module
 
 from deltatune.errors import MergeError
 
@@ -116,3 +117,45 @@ def module_device(module: nn.Module) -> torch.device:
     for tensor in module.parameters():
         return tensor.device
     return torch.device("cpu")
+
+
+# ----------------------------------------------------------------------------- fused training paths
+# Methods with a one-node autograd path (LoRA, DoRA, VeRA) may skip the base call only when nothing
+# could observe it; these checks are the same for all of them.
+
+
+def unhooked(base: nn.Module) -> bool:
+    """No forward hook (on the module or global) could observe or change the base call, and no
+    autocast region changes the dtypes of the ops (in-place ops are not autocast)."""
+    weight = getattr(base, "weight", None)
+    device = weight.device.type if isinstance(weight, torch.Tensor) else "cpu"
+    if torch.is_autocast_enabled(device):
+        return False
+    return not (
+        base._forward_hooks
+        or base._forward_pre_hooks
+        or _module._global_forward_hooks
+        or _module._global_forward_pre_hooks
+    )
+
+
+def output_is_free(base: nn.Module, out: torch.Tensor) -> bool:
+    """Writing into the base output in place is safe: autograd does not keep it (dense layers
+    keep their input and weight, not their output) and nothing else holds it (no hooks)."""
+    plain = type(base) is nn.Linear or is_transposed_linear(base)
+    return plain and unhooked(base) and out.is_contiguous()
+
+
+def fusable_linear(base: nn.Module, x: torch.Tensor, a: torch.Tensor) -> bool:
+    """True when the fused node computes exactly what base(x) + adapter would.
+
+    The base must be a plain ``nn.Linear`` (not a subclass: quantized layers override forward)
+    without hooks, frozen, in the adapter's dtype; any hook could observe or change the
+    separate base call this path skips.
+    """
+    if type(base) is not nn.Linear or not unhooked(base):
+        return False
+    weight, bias = base.weight, base.bias
+    if weight.requires_grad or (bias is not None and bias.requires_grad):
+        return False
+    return x.dtype == weight.dtype == a.dtype and x.shape[-1] == weight.shape[1]

@@ -166,7 +166,7 @@ class LoraLinear(LoraAdapter):
         self, x: torch.Tensor, inner: Callable[[torch.Tensor], torch.Tensor], base: nn.Module | None = None
     ) -> torch.Tensor:
         a = self.lora_A.weight
-        if inner is base and self.dora is None and self.dropout_p == 0 and fused.applies(base, x, a):
+        if inner is base and self.dora is None and self.dropout_p == 0 and weights.fusable_linear(base, x, a):
             return fused.FusedLoraLinear.apply(x, base.weight, base.bias, a, self.lora_B.weight, self.scaling)
         return super().forward(x, inner, base)
 
@@ -248,7 +248,7 @@ class LoraConv(LoraAdapter):
         self, x: torch.Tensor, inner: Callable[[torch.Tensor], torch.Tensor], base: nn.Module | None = None
     ) -> torch.Tensor:
         a = self.lora_A.weight
-        if inner is base and self.dora is None and self.dropout_p == 0 and fused.applies(base, x, a):
+        if inner is base and self.dora is None and self.dropout_p == 0 and weights.fusable_linear(base, x, a):
             return fused.FusedLoraLinear.apply(x, base.weight, base.bias, a, self.lora_B.weight, self.scaling)
         return super().forward(x, inner, base)
 

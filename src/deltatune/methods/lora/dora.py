@@ -38,7 +38,6 @@ from torch import nn
 
 from deltatune import weights
 from deltatune.errors import DeltatuneError, MergeError
-from deltatune.methods.lora import fused
 
 if TYPE_CHECKING:
     from deltatune.methods.lora.adapter import LoraAdapter
@@ -184,14 +183,14 @@ class FusedDoraLinear(torch.autograd.Function):
 
 def _fusable(adapter: LoraAdapter, x: torch.Tensor, inner: Callable[..., Any], base: nn.Module) -> bool:
     """The fused node computes exactly what the generic path would: the base itself runs below
-    (no adapters stacked under this one), a plain frozen Linear without hooks (fused.applies),
+    (no adapters stacked under this one), a plain frozen Linear without hooks (weights.fusable_linear),
     no active dropout, and gradients wanted (inference uses the generic in-place path)."""
     if inner is not base or not torch.is_grad_enabled():
         return False
     if adapter.training and not isinstance(adapter.lora_dropout, nn.Identity):
         return False
     a = adapter.factors()[0]
-    return a.dim() == 2 and adapter.lora_magnitude_vector.dim() == 1 and fused.applies(base, x, a)
+    return a.dim() == 2 and adapter.lora_magnitude_vector.dim() == 1 and weights.fusable_linear(base, x, a)
 
 
 def forward(

@@ -22,7 +22,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from deltatune.methods.lora import dora, fused
+from deltatune import weights
+from deltatune.methods.lora import dora
 
 _CONV_FN = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}
 
@@ -136,7 +137,7 @@ def mixed_linear(
     b_rows = b_all.index_select(0, index)  # (rows, r_max, out)
     h = torch.bmm(xs, a_all.index_select(0, index).transpose(1, 2))  # (rows, L, r_max)
     f = dora.factors_for_batch(adapters, base)
-    if f is None and out.dtype == h.dtype and fused.output_is_free(base, out):
+    if f is None and out.dtype == h.dtype and weights.output_is_free(base, out):
         # Accumulate into the base output: no full-size temporary per layer.
         out.view(rows, -1, out.shape[-1]).baddbmm_(h, b_rows)
         return out

@@ -27,7 +27,6 @@ from deltatune import weights
 from deltatune.config import AdapterConfig
 from deltatune.errors import UnsupportedLayerError
 from deltatune.layer import Adapter
-from deltatune.methods.lora import fused as lora_fused
 from deltatune.methods.vera.config import VeraConfig
 from deltatune.methods.vera.fused import FusedVeraLinear
 
@@ -128,7 +127,7 @@ class VeraLinear(Adapter):
         a, b = self._slices()
         lambda_b, lambda_d = self.vera_lambda_b, self.vera_lambda_d
         no_dropout = isinstance(self.vera_dropout, nn.Identity) or not self.vera_dropout.training
-        if inner is base and no_dropout and lora_fused.applies(base, x, a):
+        if inner is base and no_dropout and weights.fusable_linear(base, x, a):
             # The base itself runs below (no adapter stacked under this one): one node (fused.py).
             return FusedVeraLinear.apply(x, base.weight, base.bias, a, b, lambda_b, lambda_d)
         out = inner(x)
