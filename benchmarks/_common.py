@@ -123,6 +123,22 @@ def tiny_llama(quick: bool, seed: int = 0, **overrides: Any) -> torch.nn.Module:
     return model
 
 
+def train_step(model: torch.nn.Module, ids: torch.Tensor) -> Callable[[], None]:
+    """One training step of ``model`` on the causal-LM batch ``ids``: forward with labels, backward,
+    AdamW (lr 1e-4) over the trainable parameters, zero_grad; synchronised on CUDA so timings hold."""
+    model.to(ids.device).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def step() -> None:
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ids.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return step
+
+
 def llama_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {"vocab_size": args.vocab} if getattr(args, "vocab", None) else {}
 

@@ -13,75 +13,17 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import gc
-import platform
 import statistics
-import time
 import warnings
-from collections.abc import Callable
 
 import torch
+from _common import cpu_model, describe_llama, interleaved, llama_config, tiny_llama, train_step
 
 warnings.filterwarnings("ignore")
 
-SIZES = dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=4, num_attention_heads=8, vocab_size=8000)
-QUICK = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, vocab_size=256)
 ADAPTER = dict(adapter_len=10, adapter_layers=4)
 QUICK_ADAPTER = dict(adapter_len=10, adapter_layers=2)
 CASES = {"MHA": 1, "GQA": 4}  # name: query heads per key/value head
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def llama(quick: bool, group: int) -> torch.nn.Module:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    sizes = QUICK if quick else SIZES
-    heads = sizes["num_attention_heads"]
-    cfg = LlamaConfig(**sizes, num_key_value_heads=heads // group, max_position_embeddings=256)
-    cfg._attn_implementation = "sdpa"
-    return LlamaForCausalLM(cfg)
-
-
-def make_step(model: torch.nn.Module, ids: torch.Tensor) -> Callable[[], None]:
-    model.to(ids.device).train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-4)
-
-    def step() -> None:
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ids.device.type == "cuda":
-            torch.cuda.synchronize()
-
-    return step
-
-
-def interleaved(cases: dict[str, Callable[[], None]], repeats: int, warmup: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    names = list(cases)
-    for i in range(warmup + repeats):
-        order = names[i % len(names) :] + names[: i % len(names)]
-        for name in order:
-            gc.collect()
-            start = time.perf_counter()
-            cases[name]()
-            elapsed = time.perf_counter() - start
-            if i >= warmup:
-                times[name].append(elapsed)
-    return times
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -109,20 +51,26 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f" | torch {torch.__version__} transformers {transformers.__version__} peft {peft.__version__}"
         f" deltatune {dt.__version__}"
     )
-    sizes = QUICK if args.quick else SIZES
+    cfg = llama_config(args.quick)
     adapter = QUICK_ADAPTER if args.quick else ADAPTER
-    print(f"# Llama {sizes}, batch {batch} x seq {seq}, fp32, {adapter}; one step = forward + backward + AdamW")
+    print(f"# {describe_llama(cfg)}, batch {batch} x seq {seq}, fp32, {adapter}; one step = forward + backward + AdamW")
     ratios: dict[str, float] = {}
     print(f"| {'case':<4} | {'deltatune':>10} | {'PEFT':>10} | {'ratio':>6} | target |")
     print("|------|------------|------------|--------|--------|")
     for name, group in CASES.items():
-        ours = dt.wrap(llama(args.quick, group), dt.AdaptionPromptConfig(**adapter))
-        theirs = peft.get_peft_model(llama(args.quick, group), peft.AdaptionPromptConfig(**adapter))
+        ours = dt.wrap(
+            tiny_llama(args.quick, num_key_value_heads=cfg.num_attention_heads // group),
+            dt.AdaptionPromptConfig(**adapter),
+        )
+        theirs = peft.get_peft_model(
+            tiny_llama(args.quick, num_key_value_heads=cfg.num_attention_heads // group),
+            peft.AdaptionPromptConfig(**adapter),
+        )
         n_ours = sum(q.numel() for q in ours.parameters() if q.requires_grad)
         n_theirs = sum(q.numel() for q in theirs.parameters() if q.requires_grad)
         assert n_ours == n_theirs, f"{name}: deltatune trains {n_ours} parameters, PEFT {n_theirs}"
-        ids = torch.randint(0, sizes["vocab_size"], (batch, seq), generator=torch.Generator().manual_seed(0)).to(device)
-        times = interleaved({"ours": make_step(ours, ids), "peft": make_step(theirs, ids)}, repeats, warmup=1)
+        ids = torch.randint(0, cfg.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(0)).to(device)
+        times = interleaved({"ours": train_step(ours, ids), "peft": train_step(theirs, ids)}, repeats, warmup=1)
         ratio = statistics.median(a / b for a, b in zip(times["ours"], times["peft"], strict=True))
         ratios[name] = ratio
         t_ours, t_peft = statistics.median(times["ours"]), statistics.median(times["peft"])

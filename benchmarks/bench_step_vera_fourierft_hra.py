@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
-import platform
 import statistics
 import sys
 import time
@@ -25,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from _common import cpu_model, tiny_llama, train_step
 
 warnings.filterwarnings("ignore")
 
@@ -34,42 +34,6 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "FourierFT": ("FourierFTConfig", dict(n_frequency=1000, scaling=300.0, target_modules=TARGETS)),
     "HRA": ("HRAConfig", dict(r=8, target_modules=TARGETS, init_weights=False)),
 }
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def llama(quick: bool) -> torch.nn.Module:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    size = dict(hidden_size=64, intermediate_size=172, num_hidden_layers=2, num_attention_heads=4, vocab_size=256)
-    if not quick:
-        size = dict(
-            hidden_size=512, intermediate_size=1376, num_hidden_layers=4, num_attention_heads=8, vocab_size=8000
-        )
-    cfg = LlamaConfig(**size, max_position_embeddings=256, attn_implementation="sdpa", tie_word_embeddings=False)
-    torch.manual_seed(0)
-    return LlamaForCausalLM(cfg).train()
-
-
-def make_step(model: torch.nn.Module, ids: torch.Tensor) -> Callable[[], None]:
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-4)
-
-    def step() -> None:
-        model(input_ids=ids, labels=ids).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step
 
 
 def interleaved(
@@ -122,12 +86,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ratios: dict[str, float] = {}
     for method in args.methods:
         config_name, kwargs = METHODS[method]
-        ours = dt.wrap(llama(args.quick), getattr(dt, config_name)(**kwargs))
-        theirs = peft.get_peft_model(llama(args.quick), getattr(peft, config_name)(**kwargs))
+        ours = dt.wrap(tiny_llama(args.quick), getattr(dt, config_name)(**kwargs))
+        theirs = peft.get_peft_model(tiny_llama(args.quick), getattr(peft, config_name)(**kwargs))
         n_ours = sum(p.numel() for p in ours.parameters() if p.requires_grad)
         n_theirs = sum(p.numel() for p in theirs.parameters() if p.requires_grad)
         assert n_ours == n_theirs, f"{method}: deltatune trains {n_ours} parameters, PEFT {n_theirs}"
-        times = interleaved({"deltatune": make_step(ours, ids), "peft": make_step(theirs, ids)}, repeats)
+        times = interleaved({"deltatune": train_step(ours, ids), "peft": train_step(theirs, ids)}, repeats)
         for clock in ("wall", "cpu"):
             ours_s = statistics.median(times["deltatune"][clock])
             theirs_s = statistics.median(times["peft"][clock])
