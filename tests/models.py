@@ -236,3 +236,31 @@ MODEL_CASES += [
         "experts", "parameters", ExpertsModel, _floats(4, 8), ["experts.gate_up_proj", "down_proj", "proj.weight"]
     )
 ]
+
+
+class SeededBases:
+    """Base models built once each (seed 0, eval mode, construction warnings silenced) and handed out
+    as deep copies: both libraries change the model they adapt, and every test needs the same weights."""
+
+    def __init__(self, builders: dict[str, Callable[[], nn.Module]]) -> None:
+        self.builders = builders
+        self._built: dict[str, nn.Module] = {}
+
+    def __call__(self, kind: str) -> nn.Module:
+        import copy
+        import warnings
+
+        if kind not in self._built:
+            torch.manual_seed(0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._built[kind] = self.builders[kind]().eval()
+        return copy.deepcopy(self._built[kind])
+
+
+def outputs(model: nn.Module, x: Any) -> torch.Tensor:
+    """The model's output on ``x`` in eval mode without gradients (the logits of a transformers model)."""
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    return out.logits if hasattr(out, "logits") else out

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 from safetensors import safe_open
-from tests.models import MLP, ConvModel, GPT2Conv1DModel
+from tests.models import MLP, ConvModel, GPT2Conv1DModel, SeededBases, outputs
 
 import deltatune as dt
 from deltatune.methods.adalora import allocator
@@ -58,14 +58,7 @@ MODELS: dict[str, tuple[Callable[[], torch.nn.Module], list[str]]] = {
     "gpt2": (tiny_gpt2, ["c_attn", "c_fc", "c_proj"]),
     "llama": (tiny_llama, ["q_proj", "v_proj", "down_proj"]),
 }
-_BASES: dict[str, torch.nn.Module] = {}
-
-
-def fresh(kind: str) -> torch.nn.Module:
-    if kind not in _BASES:
-        torch.manual_seed(0)
-        _BASES[kind] = MODELS[kind][0]().eval()
-    return copy.deepcopy(_BASES[kind])
+fresh = SeededBases({kind: build for kind, (build, _) in MODELS.items()})
 
 
 def inputs(kind: str, batch: int = 2, seed: int = 1) -> torch.Tensor:
@@ -77,10 +70,7 @@ def inputs(kind: str, batch: int = 2, seed: int = 1) -> torch.Tensor:
 
 
 def run(model: torch.nn.Module, kind: str, x: torch.Tensor | None = None) -> torch.Tensor:
-    model.eval()
-    with torch.no_grad():
-        out = model(inputs(kind) if x is None else x)
-    return out.logits if hasattr(out, "logits") else out
+    return outputs(model, inputs(kind) if x is None else x)
 
 
 def kwargs(kind: str, **extra: Any) -> dict[str, Any]:

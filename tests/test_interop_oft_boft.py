@@ -37,7 +37,7 @@ from typing import Any
 import pytest
 import torch
 from safetensors import safe_open
-from tests.models import MLP, ConvModel, EmbeddingModel
+from tests.models import MLP, ConvModel, EmbeddingModel, SeededBases, outputs
 from torch import nn
 
 import deltatune as dt
@@ -93,23 +93,11 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[[], Any]]] = {
     "embedding": (EmbeddingModel, _ids),
     "llama": (tiny_llama, _ids),
 }
-_BASES: dict[str, nn.Module] = {}
-
-
-def fresh_base(kind: str) -> nn.Module:
-    if kind not in _BASES:
-        torch.manual_seed(0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _BASES[kind] = MODELS[kind][0]().eval()
-    return copy.deepcopy(_BASES[kind])
+fresh_base = SeededBases({kind: build for kind, (build, _) in MODELS.items()})
 
 
 def run(model: nn.Module, kind: str) -> torch.Tensor:
-    model.eval()
-    with torch.no_grad():
-        out = model(MODELS[kind][1]())
-    return out.logits if hasattr(out, "logits") else out
+    return outputs(model, MODELS[kind][1]())
 
 
 def randomize(model: nn.Module, seed: int) -> None:

@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from tests.models import MLP, ConvModel, EmbeddingModel, GPT2Conv1DModel
+from tests.models import MLP, ConvModel, EmbeddingModel, GPT2Conv1DModel, SeededBases
 
 import deltatune as dt
 
@@ -66,13 +66,7 @@ MODELS: dict[str, Callable[[], torch.nn.Module]] = {
     "conv2d": lambda: ConvModel(2),
     "mlp": MLP,
 }
-_BASES: dict[str, torch.nn.Module] = {}
-
-
-def fresh(kind: str) -> torch.nn.Module:
-    if kind not in _BASES:
-        _BASES[kind] = _seeded(MODELS[kind])
-    return copy.deepcopy(_BASES[kind])
+fresh = SeededBases(MODELS)
 
 
 def run(model: torch.nn.Module, kind: str) -> torch.Tensor:
