@@ -36,21 +36,56 @@ def packed_size(block_size: int) -> int:
     return block_size * (block_size - 1) // 2
 
 
-def skew_from_packed(packed: torch.Tensor, block_size: int) -> torch.Tensor:
-    """(..., b(b-1)/2) upper-triangle entries, row-major -> (..., b, b) skew-symmetric ``S``."""
-    key = (block_size, packed.device)
+def _skew_index(block_size: int, device: torch.device) -> torch.Tensor:
+    """Position of each (i, j) entry of ``S`` in ``[0, upper..., -upper...]``: one gather builds ``S``."""
+    key = (block_size, device)
     index = _SKEW_INDEX.get(key)
     if index is None:
-        # Position of each (i, j) entry in [0, upper..., -upper...]: one gather builds S.
         rows, cols = torch.triu_indices(block_size, block_size, 1)
         n = rows.numel()
         table = torch.zeros(block_size, block_size, dtype=torch.long)
         table[rows, cols] = torch.arange(1, n + 1)
         table[cols, rows] = torch.arange(n + 1, 2 * n + 1)
-        index = _SKEW_INDEX[key] = table.flatten().to(packed.device)
+        index = _SKEW_INDEX[key] = table.flatten().to(device)
+    return index
+
+
+def _upper_index(block_size: int, device: torch.device) -> torch.Tensor:
+    """Flat positions ``i * b + j`` of the entries above the diagonal, row-major (the packed order)."""
+    key = (-block_size, device)
+    index = _SKEW_INDEX.get(key)
+    if index is None:
+        rows, cols = torch.triu_indices(block_size, block_size, 1)
+        index = _SKEW_INDEX[key] = (rows * block_size + cols).to(device)
+    return index
+
+
+def skew_from_packed(packed: torch.Tensor, block_size: int) -> torch.Tensor:
+    """(..., b(b-1)/2) upper-triangle entries, row-major -> (..., b, b) skew-symmetric ``S``."""
+    return cast(torch.Tensor, _PackedSkew.apply(packed, block_size))
+
+
+def _gather_skew(packed: torch.Tensor, block_size: int) -> torch.Tensor:
     zero = packed.new_zeros((*packed.shape[:-1], 1))
     values = torch.cat([zero, packed, -packed], dim=-1)
+    index = _skew_index(block_size, packed.device)
     return values.index_select(-1, index).view(*packed.shape[:-1], block_size, block_size)
+
+
+class _PackedSkew(torch.autograd.Function):
+    """packed -> ``S``; backward: ``dp_k = dS_ij - dS_ji`` for the k-th entry (i < j), one gather."""
+
+    @staticmethod
+    def forward(ctx: Any, packed: torch.Tensor, block_size: int) -> torch.Tensor:
+        ctx.block_size = block_size
+        return _gather_skew(packed, block_size)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        b = ctx.block_size
+        upper = _upper_index(b, grad.device)
+        return (grad - grad.mT).flatten(-2).index_select(-1, upper), None
 
 
 def skew_from_square(square: torch.Tensor) -> torch.Tensor:
@@ -60,8 +95,55 @@ def skew_from_square(square: torch.Tensor) -> torch.Tensor:
 
 def cayley(skew: torch.Tensor) -> torch.Tensor:
     """Exact Cayley transform ``(I - S)(I + S)^-1`` of a batch of skew-symmetric matrices."""
-    eye = torch.eye(skew.shape[-1], dtype=skew.dtype, device=skew.device)
-    return torch.linalg.solve(eye + skew, eye - skew, left=False)
+    return cast(torch.Tensor, _Cayley.apply(skew))
+
+
+class _Cayley(torch.autograd.Function):
+    """``R = (I - S)(I + S)^-1 = 2A - I`` with ``A = (I + S)^-1``.
+
+    Backward without a second solve: ``dR = 2 dA`` and ``dA = -A dM A`` give
+    ``dL/dS = -2 A^T G A^T`` (``G = dL/dR``), two batched matmuls.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, skew: torch.Tensor) -> torch.Tensor:
+        eye = torch.eye(skew.shape[-1], dtype=skew.dtype, device=skew.device)
+        inv = torch.linalg.inv(eye + skew)
+        ctx.save_for_backward(inv)
+        return 2 * inv - eye
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (inv,) = ctx.saved_tensors
+        at = inv.mT
+        return (at @ grad @ at).mul_(-2)
+
+
+class _Neumann4(torch.autograd.Function):
+    """The 4-power series (5 terms, the default) as ``R = P (P + 2S)`` with ``P = I + S^2``.
+
+    ``(I + S^2)(I + 2S + S^2) = I + 2S + 2S^2 + 2S^3 + S^4``: two batched matmuls instead of
+    three, and a hand-written backward of four (``Q = P + 2S``, ``G = dL/dR``):
+    ``dQ = P^T G``, ``dP = G Q^T + dQ``, ``dS = 2 dQ + dP S^T + S^T dP``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, skew: torch.Tensor) -> torch.Tensor:
+        p = skew @ skew
+        p.diagonal(dim1=-2, dim2=-1).add_(1)
+        q = torch.add(p, skew, alpha=2)
+        ctx.save_for_backward(skew, p, q)
+        return p @ q
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        skew, p, q = ctx.saved_tensors
+        dq = p.mT @ grad
+        dp = torch.baddbmm(dq, grad, q.mT) if grad.dim() == 3 else grad @ q.mT + dq
+        st = skew.mT
+        return (dp @ st).add_(st @ dp).add_(dq, alpha=2)
 
 
 def neumann_powers(terms: int) -> int:
@@ -78,9 +160,10 @@ def neumann_powers(terms: int) -> int:
 
 
 def cayley_neumann(skew: torch.Tensor, terms: int) -> torch.Tensor:
-    """``I + 2 (S + ... + S^(m-1)) + S^m`` (``m = neumann_powers(terms)``), by Horner's rule.
+    """``I + 2 (S + ... + S^(m-1)) + S^m`` (``m = neumann_powers(terms)``).
 
-    Horner: ``R = I + S T``, ``T = 2I + S (2I + S (... (2I + S)))``, one batched matmul per power.
+    The default ``m = 4`` factorises (:class:`_Neumann4`); other lengths use Horner's rule,
+    ``R = I + S T``, ``T = 2I + S (2I + S (... (2I + S)))``, one batched matmul per power.
     """
     m = neumann_powers(terms)
     eye = torch.eye(skew.shape[-1], dtype=skew.dtype, device=skew.device)
@@ -88,6 +171,8 @@ def cayley_neumann(skew: torch.Tensor, terms: int) -> torch.Tensor:
         return eye.expand(skew.shape).clone()
     if m == 1:
         return eye + 2 * skew
+    if m == 4:
+        return cast(torch.Tensor, _Neumann4.apply(skew))
     flat = skew.reshape(-1, *skew.shape[-2:])
     two = (2 * eye).expand(flat.shape)
     acc = two + flat
