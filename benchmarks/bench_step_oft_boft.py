@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq", type=int, default=None, help="sequence length (default 128, quick 32)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU-time clock; more: wall clock)")
+    p.add_argument("--methods", default=None, help="comma-separated names to time (default all), e.g. 'OFT (Neumann)'")
     args = p.parse_args(argv)
     args.repeats = args.repeats or (3 if args.quick else 20)
     args.seq = args.seq or (32 if args.quick else 128)
@@ -147,7 +148,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     block = 8 if args.quick else 32
     print(f"{'method':<22}{'deltatune':>12}{'PEFT':>12}{'ratio':>9}{'paired':>9}  target <= 1.00")
-    for name, factories in methods(block).items():
+    chosen = methods(block)
+    if args.methods:
+        wanted = [m.strip() for m in args.methods.split(",")]
+        unknown = [m for m in wanted if m not in chosen]
+        if unknown:
+            p.error(f"unknown method(s) {unknown}; choose from {list(chosen)}")
+        chosen = {m: chosen[m] for m in wanted}
+    for name, factories in chosen.items():
         trainers = build(name, factories, base, args)
         times: dict[str, list[float]] = {side: [] for side in trainers}
         for _ in range(args.warmup):
