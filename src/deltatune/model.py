@@ -310,12 +310,15 @@ class DeltaModel(nn.Module):
     def _route(self, adapter_names: Sequence[str]) -> Iterator[None]:
         if isinstance(adapter_names, str) or not len(adapter_names):
             raise DeltatuneError("adapter_names must be a list with one adapter name per sample.")
-        unique = list(dict.fromkeys(adapter_names))
-        if self._active_prompt() is not None or any(name in self.prompt_by_adapter for name in unique):
+        used = set(adapter_names)
+        if self._active_prompt() is not None or any(name in self.prompt_by_adapter for name in used):
             raise DeltatuneError("Prompt-learning adapters cannot join mixed batches (adapter_names=...).")
-        for name in unique:
+        for name in dict.fromkeys(adapter_names):
             if name != BASE:
                 self._require(name)
+        # The model's own adapter order, not the batch's: batches using the same adapters share the
+        # layers' cached stacks, and a compiled model sees the same names (no recompile per ordering).
+        unique = [name for name in (*self.peft_config, BASE) if name in used]
         position = {name: i for i, name in enumerate(unique)}
         index = torch.tensor([position[n] for n in adapter_names], dtype=torch.long)
         self._runtime.routing = Routing(tuple(unique), index)

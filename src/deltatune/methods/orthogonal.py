@@ -62,30 +62,28 @@ def _upper_index(block_size: int, device: torch.device) -> torch.Tensor:
 
 def skew_from_packed(packed: torch.Tensor, block_size: int) -> torch.Tensor:
     """(..., b(b-1)/2) upper-triangle entries, row-major -> (..., b, b) skew-symmetric ``S``."""
-    return cast(torch.Tensor, _PackedSkew.apply(packed, block_size))
-
-
-def _gather_skew(packed: torch.Tensor, block_size: int) -> torch.Tensor:
-    zero = packed.new_zeros((*packed.shape[:-1], 1))
-    values = torch.cat([zero, packed, -packed], dim=-1)
-    index = _skew_index(block_size, packed.device)
-    return values.index_select(-1, index).view(*packed.shape[:-1], block_size, block_size)
+    # The index tables are looked up here, outside the autograd node, so that torch.compile can
+    # trace the node (it must not touch the module-level cache).
+    index, upper = _skew_index(block_size, packed.device), _upper_index(block_size, packed.device)
+    return cast(torch.Tensor, _PackedSkew.apply(packed, index, upper))
 
 
 class _PackedSkew(torch.autograd.Function):
     """packed -> ``S``; backward: ``dp_k = dS_ij - dS_ji`` for the k-th entry (i < j), one gather."""
 
     @staticmethod
-    def forward(ctx: Any, packed: torch.Tensor, block_size: int) -> torch.Tensor:
-        ctx.block_size = block_size
-        return _gather_skew(packed, block_size)
+    def forward(ctx: Any, packed: torch.Tensor, index: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(upper)
+        zero = packed.new_zeros((*packed.shape[:-1], 1))
+        values = torch.cat([zero, packed, -packed], dim=-1)
+        size = math.isqrt(index.shape[0])
+        return values.index_select(-1, index).view(*packed.shape[:-1], size, size)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        b = ctx.block_size
-        upper = _upper_index(b, grad.device)
-        return (grad - grad.mT).flatten(-2).index_select(-1, upper), None
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (upper,) = ctx.saved_tensors
+        return (grad - grad.mT).flatten(-2).index_select(-1, upper), None, None
 
 
 def skew_from_square(square: torch.Tensor) -> torch.Tensor:
@@ -238,8 +236,10 @@ def _block_matmul(rows: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
     """
     count, size = blocks.shape[0], blocks.shape[-1]
     rows = rows.contiguous()
-    out = torch.empty_like(rows)
     n = rows.shape[0]
+    if torch.compiler.is_compiling():  # a strided out= cannot be traced; the compiler plans the layout itself
+        return torch.bmm(rows.view(n, count, size).transpose(0, 1), blocks).transpose(0, 1).reshape(n, -1)
+    out = torch.empty_like(rows)
     torch.bmm(rows.view(n, count, size).transpose(0, 1), blocks, out=out.view(n, count, size).transpose(0, 1))
     return out
 

@@ -80,7 +80,7 @@ def weight_norm(adapter: LoraAdapter, base: nn.Module) -> torch.Tensor:
     a_param, b_param = adapter.factors()
     w = weights.read_weight(base)
     key: tuple[Any, ...] | None = None
-    if not adapter.training:
+    if not adapter.training and not torch.compiler.is_compiling():  # compiled graphs recompute, never guard on it
         # A norm made under inference_mode cannot be saved for backward outside it: keyed on the mode too.
         key = (
             tensor_key(w),
@@ -109,7 +109,7 @@ def weight_norm(adapter: LoraAdapter, base: nn.Module) -> torch.Tensor:
 
 
 def _base_sq(state: DoraState, w: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    key = tensor_key(w)
+    key = None if torch.compiler.is_compiling() else tensor_key(w)
     if key is not None and state.base_sq is not None and state.base_sq[0] == key:
         return state.base_sq[1]
     sq = rows.pow(2).sum(1)

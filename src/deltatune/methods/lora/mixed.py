@@ -6,7 +6,8 @@ batch costs one batched matmul pair — not one pass per adapter. Without autogr
 stacks are reused while every factor is the same tensor, unchanged: the cache key holds each
 factor's storage address and version counter, which an optimizer step, ``load_state_dict``, a
 device move or resharding all change, so a stale stack is never used. With autograd they are
-rebuilt every call from the live parameters.
+rebuilt every call from the live parameters, and under torch.compile too (the cache key would
+make the compiler guard on storage addresses and recompile).
 
 DoRA adapters join too: their rule scales each output feature by ``f = m / ||W0 + s B A||``, one
 vector per adapter, so the batch gathers one row of f per sample (ones for plain LoRA and for
@@ -35,7 +36,7 @@ def _stacked(
 
     ``rank_first``: B as a contiguous (n, r_max, out), the layout the batched matmuls read fastest.
     """
-    if torch.is_grad_enabled():
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():  # compiled: the graph stacks (no cache guards)
         return _stack(adapters, a_name, b_name, rank_first)
     factors = [(_factor(a, a_name), _factor(a, b_name)) if a is not None else None for a in adapters]
     state = [rank_first] + [
