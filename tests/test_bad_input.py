@@ -249,3 +249,41 @@ def test_mixed_batch_errors() -> None:
 def test_config_validation(kwargs: dict, match: str) -> None:
     with pytest.raises(dt.ConfigError, match=match):
         dt.LoraConfig(target_modules=["lin0"], **kwargs)
+
+
+def test_save_pretrained_arguments(tmp_path) -> None:
+    """PEFT's save_pretrained arguments do what they say; anything else is refused before writing."""
+    model = dt.wrap(_mlp(), dt.LoraConfig(target_modules=["lin0"], init_lora_weights=False))
+    with pytest.raises(dt.DeltatuneError, match=r"unknown argument\(s\) \['push_to_hub'\]"):
+        model.save_pretrained(tmp_path / "a", push_to_hub=True)
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(dt.DeltatuneError, match="modules_to_save"):
+        model.save_pretrained(tmp_path / "b", save_embedding_layers=True)
+    assert not (tmp_path / "b").exists()
+    model.save_pretrained(tmp_path / "c", is_main_process=False)  # another rank: writes nothing
+    assert not (tmp_path / "c").exists()
+    with pytest.warns(UserWarning, match="safetensors only"):
+        model.save_pretrained(tmp_path / "d", safe_serialization=False)
+    assert sorted(os.listdir(tmp_path / "d")) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+    model.save_pretrained(tmp_path / "e", safe_serialization=True, save_embedding_layers="auto", is_main_process=True)
+    assert (
+        load_file(tmp_path / "e" / "adapter_model.safetensors").keys()
+        == load_file(tmp_path / "d" / "adapter_model.safetensors").keys()
+    )
+
+
+def test_load_options(tmp_path) -> None:
+    """PEFT's loading options: the ones deltatune honours load; the rest are refused, never ignored."""
+    _, folder = _saved(tmp_path)
+    loaded = dt.DeltaModel.from_pretrained(_mlp(), folder, low_cpu_mem_usage=True, autocast_adapter_dtype=True)
+    assert loaded.peft_config["default"].peft_type == "LORA"
+    loaded.load_adapter(folder, "second", revision="main", torch_device=None)  # a Hub option: unused for a folder
+    for option, match in (
+        ({"torch_device": "cuda"}, "move the model"),
+        ({"autocast_adapter_dtype": False}, "float32"),
+        ({"ephemeral_gpu_offload": True}, "offload"),
+        ({"revison": "main"}, r"Unknown loading option\(s\) \['revison'\].*revision"),
+    ):
+        with pytest.raises(dt.CheckpointError, match=match):
+            loaded.load_adapter(folder, "third", **option)
+        assert "third" not in loaded.peft_config

@@ -161,7 +161,12 @@ def _model_card(adapter_name: str, config: AdapterConfig, tensors: dict[str, tor
 def resolve_adapter(
     model_id: str | os.PathLike[str], config: AdapterConfig | None, subfolder: str | None, hub_kwargs: dict[str, Any]
 ) -> tuple[str, AdapterConfig]:
-    """The local folder of an adapter (downloading a Hub id if needed) and its config."""
+    """The local folder of an adapter (downloading a Hub id if needed) and its config.
+
+    ``hub_kwargs``: PEFT's loading options and huggingface_hub download options (``revision``,
+    ``token``, ``cache_dir``, ...); see :func:`check_load_options`.
+    """
+    hub_kwargs = check_load_options(hub_kwargs)
     folder = Path(model_id)
     if subfolder:
         folder = folder / subfolder
@@ -170,6 +175,43 @@ def resolve_adapter(
     if not folder.is_dir():
         raise CheckpointError(f"{folder} is not a folder; pass the folder that holds {CONFIG_NAME}.")
     return str(folder), config if config is not None else AdapterConfig.load(folder)
+
+
+# PEFT's own load_adapter / from_pretrained options, with the values deltatune gives anyway (it
+# always builds adapters in place on the base's device, fp32 on a low-precision base): those are
+# accepted; any other value is refused rather than ignored.
+_PEFT_OPTIONS: dict[str, tuple[tuple[Any, ...], str]] = {
+    "low_cpu_mem_usage": ((True, False), ""),
+    "autocast_adapter_dtype": ((True,), "adapters stay float32 on a low-precision base (PEFT's default, True)"),
+    "torch_device": ((None,), "adapters are created on their base layer's device; move the model with .to(device)"),
+    "ephemeral_gpu_offload": ((False,), "there is no GPU offload for DoRA; leave it False"),
+    "key_mapping": ((None,), "keys are mapped from the model's own adapters; rename the checkpoint's keys first"),
+}
+
+
+def check_load_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Split PEFT's loading options from the download options; refuse what would be ignored."""
+    hub: dict[str, Any] = {}
+    for key, value in options.items():
+        if key not in _PEFT_OPTIONS:
+            hub[key] = value
+            continue
+        allowed, why = _PEFT_OPTIONS[key]
+        if not any(value is a for a in allowed):  # True, False, None: singletons
+            raise CheckpointError(f"{key}={value!r} is not supported: {why}.")
+    if hub:
+        import inspect
+
+        from huggingface_hub import snapshot_download
+
+        known = set(inspect.signature(snapshot_download).parameters) - {"repo_id", "allow_patterns"}
+        unknown = sorted(set(hub) - known)
+        if unknown:
+            raise CheckpointError(
+                f"Unknown loading option(s) {unknown}. Loading takes is_trainable, config, subfolder, "
+                f"low_cpu_mem_usage and Hub download options ({', '.join(sorted(known))})."
+            )
+    return hub
 
 
 def _download(repo_id: str, subfolder: str | None, hub_kwargs: dict[str, Any]) -> str:

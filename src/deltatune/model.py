@@ -419,19 +419,42 @@ class DeltaModel(nn.Module):
         save_directory: str | os.PathLike[str],
         selected_adapters: Sequence[str] | None = None,
         path_initial_model_for_weight_conversion: str | os.PathLike[str] | None = None,
-        **_: Any,
+        safe_serialization: bool = True,
+        is_main_process: bool = True,
+        save_embedding_layers: str | bool = "auto",
+        **unknown: Any,
     ) -> None:
         """Write adapters in PEFT's layout: "default" at the root, others in ``<dir>/<name>/``.
 
         ``path_initial_model_for_weight_conversion``: the folder of a PiSSA/OLoRA adapter as saved
         right after its init; the adapter is then saved as a plain LoRA (rank 2r) for the original
-        base weights (see ``methods/lora/init.py``).
+        base weights (see ``methods/lora/init.py``). ``is_main_process=False`` writes nothing (the
+        other ranks of a distributed run). Weights are always written as safetensors.
         """
         from deltatune.checkpoint import save_adapter
 
+        if unknown:
+            raise DeltatuneError(
+                f"save_pretrained got unknown argument(s) {sorted(unknown)}; it takes save_directory, "
+                "selected_adapters, path_initial_model_for_weight_conversion, safe_serialization, "
+                "is_main_process and save_embedding_layers."
+            )
+        if save_embedding_layers is True:
+            raise DeltatuneError(
+                "save_embedding_layers=True is not supported: to save a resized or trained embedding, list it in "
+                "modules_to_save (whole layer) or use TrainableTokensConfig (chosen rows)."
+            )
+        if not safe_serialization:
+            warnings.warn(
+                "safe_serialization=False: deltatune writes adapter_model.safetensors only (PEFT and transformers "
+                "read it); no pickle file is written.",
+                stacklevel=2,
+            )
         names = list(self.peft_config if selected_adapters is None else selected_adapters)
         for name in names:
             self._require(name)
+        if not is_main_process:
+            return
         for name in names:
             folder = os.path.join(save_directory, name) if name != "default" else os.fspath(save_directory)
             save_adapter(self, name, folder, path_initial_model_for_weight_conversion)
