@@ -30,10 +30,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
+
+from deltatune.data import write_splits  # the bundled datasets' file form
 
 SEED = 2026
 SPLIT_SIZES = {"train": 3000, "valid": 500, "test": 500}
@@ -334,10 +335,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
     parser.add_argument("--seed", type=int, default=SEED, help="random seed")
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    for split, rows in generate(args.seed).items():
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        (args.out / f"{split}.jsonl").write_text(text, encoding="utf-8")
+    splits = generate(args.seed)
+    write_splits(splits, args.out)
+    for split, rows in splits.items():
         print(f"{split}: {len(rows)} rows -> {args.out / f'{split}.jsonl'}")
 
 

@@ -30,11 +30,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
+
+from deltatune.data import write_splits  # the bundled datasets' file form
 
 SEED = 77
 SPLIT_SIZES = {"train": 3000, "valid": 500, "test": 500}
@@ -262,10 +263,8 @@ def main() -> None:
         print(f"test: click rate {sum(labels) / len(labels):.3f}, hidden model AUC {auc(probs, labels):.4f}, "
               f"log-loss {loss:.4f}")  # fmt: skip
         return
-    args.out.mkdir(parents=True, exist_ok=True)
+    write_splits({split: [row for row, _ in pairs] for split, pairs in splits.items()}, args.out)
     for split, pairs in splits.items():
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r, _ in pairs)
-        (args.out / f"{split}.jsonl").write_text(text, encoding="utf-8")
         print(f"{split}: {len(pairs)} rows -> {args.out / f'{split}.jsonl'}")
 
 

@@ -60,12 +60,12 @@ def load_bundled(name: str, split: str) -> list[dict]:
 def write_splits(splits: dict[str, list[dict]], out_dir: str | os.PathLike[str]) -> None:
     """Write ``{split: rows}`` as ``<out_dir>/<split>.jsonl`` (UTF-8, one JSON object per line, ``\\n``
     line ends), the form every bundled dataset has; the generator scripts in ``scripts/`` use it."""
+    from deltatune.files import atomic_write_bytes
+
     folder = Path(out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, rows in splits.items():
-        with open(folder / f"{name}.jsonl", "w", encoding="utf-8", newline="\n") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    for name, rows in splits.items():  # each file whole or not at all (atomic rename)
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        atomic_write_bytes(folder / f"{name}.jsonl", text.encode("utf-8"))
 
 
 def load_relevance(split: str) -> list[dict]:
