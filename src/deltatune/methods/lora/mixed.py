@@ -38,7 +38,7 @@ def _stacked(
     """
     if torch.is_grad_enabled() or torch.compiler.is_compiling():  # compiled: the graph stacks (no cache guards)
         return _stack(adapters, a_name, b_name, rank_first)
-    factors = [(_factor(a, a_name), _factor(a, b_name)) if a is not None else None for a in adapters]
+    factors = [(_param(a, a_name), _param(a, b_name)) if a is not None else None for a in adapters]
     state = [rank_first] + [
         None if f is None else (a.scaling, *((w.data_ptr(), w._version, w.shape, w.dtype) for w in f))
         for a, f in zip(adapters, factors, strict=True)
@@ -90,10 +90,19 @@ def _stack(
     return torch.stack(a_list), b_all.transpose(1, 2).contiguous() if rank_first else b_all
 
 
+def _param(adapter: Any, name: str) -> torch.Tensor:
+    """The factor parameter itself: the adapter's own parameter ``name`` or the weight of its submodule.
+
+    Read from the module dicts directly: this runs for every adapter of every layer on every
+    mixed-batch call, where ``nn.Module.__getattr__`` alone would cost more than the cache check.
+    """
+    param = adapter._parameters.get(name)
+    return param if param is not None else adapter._modules[name]._parameters["weight"]
+
+
 def _factor(adapter: Any, name: str) -> torch.Tensor:
     """A LoRA factor as (r, ...) for A or (out, r) for B, whatever module holds it."""
-    value = getattr(adapter, name)
-    weight = value if isinstance(value, torch.Tensor) else value.weight
+    weight = _param(adapter, name)
     return weight.flatten(1) if name == "lora_B" else weight  # conv B is (out, r, 1, ..., 1)
 
 
