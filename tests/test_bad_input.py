@@ -229,6 +229,12 @@ def test_mixed_batch_errors() -> None:
         model(x, adapter_names=["default", "nope", "default"])
     with pytest.raises(dt.DeltatuneError, match="one adapter name per sample"):
         model(x, adapter_names=["default", "default"])
+    # A divisor of the batch is no excuse either (only generate repeats names over beams).
+    with pytest.raises(dt.DeltatuneError, match="1 entries for a batch of 4 samples"):
+        model(torch.randn(4, 10), adapter_names=["default"])
+    llama = dt.wrap(tiny_llama(), dt.LoraConfig(target_modules=["q_proj"]))
+    with pytest.raises(dt.DeltatuneError, match="2 entries for a batch of 4 samples"):
+        llama(input_ids=torch.randint(1, 64, (4, 5)), adapter_names=["default", "__base__"])
     model.merge_adapter()
     with pytest.raises(dt.MergeError, match="unmerge_adapter"):
         model(x, adapter_names=["default"] * 3)

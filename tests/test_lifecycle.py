@@ -215,3 +215,19 @@ def test_adapter_added_to_an_eval_model_starts_in_eval_mode() -> None:
     model.set_adapter("b")
     assert not any(m.training for m in model.modules())
     assert torch.equal(model(IDS).logits, model(IDS).logits)  # no dropout in eval
+
+
+def test_disable_adapters_nests_and_survives_errors() -> None:
+    """An inner block leaves the outer one disabled; an exception inside restores the state."""
+    model = dt.wrap(MLP(), dt.LoraConfig(target_modules=["lin0"], init_lora_weights=False))
+    x = torch.randn(3, 10)
+    adapted = model(x)
+    with model.disable_adapters():
+        base = model(x)
+        with model.disable_adapters():
+            torch.testing.assert_close(model(x), base)
+        torch.testing.assert_close(model(x), base)  # still the base model after the inner block
+    torch.testing.assert_close(model(x), adapted)
+    with pytest.raises(ValueError, match="boom"), model.disable_adapters():
+        raise ValueError("boom")
+    torch.testing.assert_close(model(x), adapted)

@@ -254,6 +254,7 @@ class DeltaModel(nn.Module):
             if prompt is not None:  # virtual tokens or a KV prefix: the prompt package runs the model
                 return self._add_training_loss(prompt.run(self.model, args, kwargs))
             return self._add_training_loss(self.model(*args, **kwargs))
+        _check_batch(adapter_names, args, kwargs)
         with self._route(adapter_names):
             return self.model(*args, **kwargs)
 
@@ -350,11 +351,12 @@ class DeltaModel(nn.Module):
         """Inside this block the model computes exactly the base model (merged adapters are undone)."""
         remerge = {path: list(layer.merged) for path, layer in self.adapted_layers() if layer.merged}
         self.unmerge_adapter()
+        was_disabled = self._runtime.disabled  # nested blocks: the outer one stays disabled
         self._runtime.disabled = True
         try:
             yield
         finally:
-            self._runtime.disabled = False
+            self._runtime.disabled = was_disabled
             for path, layer in self.adapted_layers():
                 if path in remerge:
                     layer.merge(remerge[path])
@@ -513,6 +515,17 @@ class DeltaModel(nn.Module):
         except BaseException:
             self.delete_adapter(adapter_name)
             raise
+
+
+def _check_batch(adapter_names: Sequence[str], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """One adapter name per sample of a forward call (generate repeats them over beams itself)."""
+    first = args[0] if args else next((kwargs[k] for k in ("input_ids", "inputs_embeds", "x") if k in kwargs), None)
+    if isinstance(first, torch.Tensor) and first.dim() > 0 and not isinstance(adapter_names, str):
+        if len(adapter_names) != first.shape[0]:
+            raise DeltatuneError(
+                f"adapter_names has {len(adapter_names)} entries for a batch of {first.shape[0]} samples; "
+                "pass one adapter name per sample ('__base__' for no adapter)."
+            )
 
 
 def wrap(model: nn.Module, config: AdapterConfig, adapter_name: str = "default") -> DeltaModel:
