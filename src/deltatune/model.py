@@ -520,12 +520,12 @@ class DeltaModel(nn.Module):
 def _check_batch(adapter_names: Sequence[str], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """One adapter name per sample of a forward call (generate repeats them over beams itself)."""
     first = args[0] if args else next((kwargs[k] for k in ("input_ids", "inputs_embeds", "x") if k in kwargs), None)
-    if isinstance(first, torch.Tensor) and first.dim() > 0 and not isinstance(adapter_names, str):
-        if len(adapter_names) != first.shape[0]:
-            raise DeltatuneError(
-                f"adapter_names has {len(adapter_names)} entries for a batch of {first.shape[0]} samples; "
-                "pass one adapter name per sample ('__base__' for no adapter)."
-            )
+    batch = first.shape[0] if isinstance(first, torch.Tensor) and first.dim() > 0 else None
+    if batch is not None and not isinstance(adapter_names, str) and len(adapter_names) != batch:
+        raise DeltatuneError(
+            f"adapter_names has {len(adapter_names)} entries for a batch of {batch} samples; "
+            "pass one adapter name per sample ('__base__' for no adapter)."
+        )
 
 
 def wrap(model: nn.Module, config: AdapterConfig, adapter_name: str = "default") -> DeltaModel:
