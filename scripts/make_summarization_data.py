@@ -9,6 +9,11 @@ document's vocabulary and often hold numbers too, and some are near misses that 
 facts but are about something else (a rating of the writer's old product, last year's rejected
 plan, another town's jobs), so the key ones are found by what they say.
 
+Each key fact has phrasings that every split uses and phrasings that only valid and test use:
+half of the key sentences of a valid/test document are worded in a way no training document
+shows ("Final score: 4 out of 5 for the Aero.", "Crews will break ground in May ..."), so the
+test measures whether a model learned what a key fact is rather than its templates.
+
 Every row is ``{"id", "genre", "title", "document", "summary"}``; ``summary`` is the three key
 sentences in document order, each copied verbatim from ``document``. A fixed seed makes reruns
 byte-identical.
@@ -35,6 +40,8 @@ DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "deltatune" / "data"
 
 Slots = dict[str, str]
 Maker = Callable[[random.Random, Slots], str]
+Phrasings = tuple[tuple[str, ...], tuple[str, ...]]  # (phrasings in every split, phrasings only in valid/test)
+HELD_OUT_SHARE = 0.5  # of the key sentences of a valid/test document, phrased in a way training never shows
 
 PRODUCTS = (("Aero", "wireless earbuds", "earbuds"), ("Nimbus", "portable speaker", "speakers"),
             ("Orbit", "smartwatch", "smartwatches"), ("Glide", "robot vacuum", "vacuums"),
@@ -57,23 +64,27 @@ PROJECTS = (("road repairs", "miles of resurfaced road"), ("a new library", "rea
             ("park renovations", "new playgrounds"))  # fmt: skip
 
 
-def review(rng: random.Random) -> tuple[str, list[str], list[str]]:
+def review(rng: random.Random, held_out: bool) -> tuple[str, list[str], list[str]]:
     line, product, plural = rng.choice(PRODUCTS)
     s: Slots = {"p": f"{rng.choice(BRANDS)} {line} {product}", "short": f"the {line}", "plural": plural,
                 "n": str(rng.randint(1, 5)), "h": str(rng.randint(8, 40)), "price": f"${rng.randint(19, 249)}",
                 "part": rng.choice(PARTS), "w": str(rng.randint(2, 9)), "aud": rng.choice(AUDIENCES),
                 "rel": rng.choice(RELATIVES), "day": rng.choice(DAYS)}  # fmt: skip
-    keys: list[Maker] = [
-        lambda r, s: r.choice((f"I give the {s['p']} {s['n']} out of 5 stars.",
-                               f"My rating for {s['short']} is {s['n']} stars out of 5.")),
-        lambda r, s: r.choice((f"Overall, {s['short']} is good value for {s['aud']}.",
-                               f"I would recommend the {s['p']} to {s['aud']}.",
-                               f"All in all, {s['short']} is a solid choice for {s['aud']}.")),
-        lambda r, s: "Its main strength is that " + r.choice(STRENGTHS).format(**s) + ".",
-        lambda r, s: r.choice((f"The main drawback is that the {s['part']} broke after {s['w']} weeks.",
-                               f"Sadly the {s['part']} stopped working after {s['w']} weeks.")),
-        lambda r, s: r.choice((f"At {s['price']} it costs less than most rival {s['plural']}.",
-                               f"For {s['price']} you get more than the price suggests.")),
+    s["strength"] = rng.choice(STRENGTHS).format(**s)
+    keys: list[Phrasings] = [
+        (("I give the {p} {n} out of 5 stars.", "My rating for {short} is {n} stars out of 5."),
+         ("{n} stars from me for the {p}.", "Final score: {n} out of 5 for {short}.")),
+        (("Overall, {short} is good value for {aud}.", "I would recommend the {p} to {aud}.",
+          "All in all, {short} is a solid choice for {aud}."),
+         ("For {aud}, the {p} is an easy recommendation.", "It is a sensible pick for {aud}.")),
+        (("Its main strength is that {strength}.",),
+         ("What I like most is that {strength}.", "The best thing about it is that {strength}.")),
+        (("The main drawback is that the {part} broke after {w} weeks.",
+          "Sadly the {part} stopped working after {w} weeks."),
+         ("My only complaint is the {part}, which failed after {w} weeks.",
+          "After {w} weeks the {part} gave out, and that is my one real gripe.")),
+        (("At {price} it costs less than most rival {plural}.", "For {price} you get more than the price suggests."),
+         ("It is fairly priced at {price}.", "Paying {price} for it felt like a bargain.")),
     ]  # fmt: skip
     fillers: list[Maker] = [
         lambda r, s: f"I ordered it on a {s['day']} afternoon.",
@@ -93,23 +104,31 @@ def review(rng: random.Random) -> tuple[str, list[str], list[str]]:
         lambda r, s: f"Some say the older version was better value for {r.choice(AUDIENCES)}.",
     ]
     title = rng.choice((f"Review: {s['p']}", f"{s['p']} after a month", f"Is the {s['p']} worth it?"))
-    return title, [k(rng, s) for k in rng.sample(keys, KEY_SENTENCES)], fill(rng, fillers, s)
+    return title, phrase(rng, keys, s, held_out), fill(rng, fillers, s)
 
 
-def news(rng: random.Random) -> tuple[str, list[str], list[str]]:
+def news(rng: random.Random, held_out: bool) -> tuple[str, list[str], list[str]]:
     project, unit = rng.choice(PROJECTS)
     s: Slots = {"city": rng.choice(CITIES), "proj": project, "unit": unit,
                 "m": f"{rng.randint(2, 60)}.{rng.randint(1, 9)}",
                 "day": rng.choice(DAYS), "month": rng.choice(MONTHS), "year": str(rng.randint(2026, 2030)),
                 "count": str(rng.randint(3, 40)), "jobs": str(rng.randint(2, 30) * 10),
                 "votes": f"{rng.randint(5, 9)} to {rng.randint(1, 4)}"}  # fmt: skip
-    keys: list[Maker] = [
-        lambda r, s: f"The {s['city']} council approved a ${s['m']} million plan for {s['proj']} on {s['day']}.",
-        lambda r, s: f"Work is set to begin in {s['month']} and should be finished by {s['year']}.",
-        lambda r, s: f"The plan adds {s['count']} {s['unit']} across {s['city']}.",
-        lambda r, s: f"Officials expect the project to create about {s['jobs']} local jobs.",
-        lambda r, s: f"The measure passed by a vote of {s['votes']}.",
-    ]
+    keys: list[Phrasings] = [
+        (("The {city} council approved a ${m} million plan for {proj} on {day}.",),
+         ("On {day}, councillors in {city} signed off on ${m} million for {proj}.",
+          "A ${m} million budget for {proj} won approval in {city} on {day}.")),
+        (("Work is set to begin in {month} and should be finished by {year}.",),
+         ("Construction starts in {month}, with completion planned for {year}.",
+          "Crews will break ground in {month} and aim to wrap up by {year}.")),
+        (("The plan adds {count} {unit} across {city}.",),
+         ("{city} will gain {count} {unit} under the plan.", "In total, {count} {unit} are included in the plan.")),
+        (("Officials expect the project to create about {jobs} local jobs.",),
+         ("Around {jobs} jobs are expected to come with the project.",
+          "The work should bring roughly {jobs} jobs to the area.")),
+        (("The measure passed by a vote of {votes}.",),
+         ("Council members voted {votes} in favour.", "It was approved {votes} after a long debate.")),
+    ]  # fmt: skip
     fillers: list[Maker] = [
         lambda r, s: "Residents gathered outside the town hall before the meeting.",
         lambda r, s: f"The meeting started {r.randint(5, 25)} minutes late.",
@@ -131,16 +150,26 @@ def news(rng: random.Random) -> tuple[str, list[str], list[str]]:
         lambda r, s: f"An earlier proposal failed by a vote of {r.randint(1, 4)} to {r.randint(5, 9)}.",
     ]
     title = rng.choice((f"{s['city']} approves {s['proj']}", f"Council backs {s['proj']} in {s['city']}"))
-    return title, [k(rng, s) for k in rng.sample(keys, KEY_SENTENCES)], fill(rng, fillers, s)
+    return title, phrase(rng, keys, s, held_out), fill(rng, fillers, s)
+
+
+def phrase(rng: random.Random, keys: list[Phrasings], s: Slots, held_out: bool) -> list[str]:
+    """``KEY_SENTENCES`` of the key facts, each in one of its phrasings: the seen ones, or (valid
+    and test, half of the time) one that no training document uses."""
+    out = []
+    for seen, unseen in rng.sample(keys, KEY_SENTENCES):
+        pool = unseen if held_out and rng.random() < HELD_OUT_SHARE else seen
+        out.append(rng.choice(pool).format(**s))
+    return out
 
 
 def fill(rng: random.Random, fillers: list[Maker], s: Slots) -> list[str]:
     return [f(rng, s) for f in rng.sample(fillers, rng.randint(3, 6))]
 
 
-def make_document(rng: random.Random, doc_id: int) -> dict[str, Any]:
+def make_document(rng: random.Random, doc_id: int, held_out: bool) -> dict[str, Any]:
     genre = rng.choice(("review", "news"))
-    title, keys, fillers = (review if genre == "review" else news)(rng)
+    title, keys, fillers = (review if genre == "review" else news)(rng, held_out)
     sentences = keys + fillers
     rng.shuffle(sentences)
     summary = [x for x in sentences if x in keys]
@@ -154,7 +183,7 @@ def generate(seed: int = SEED) -> dict[str, list[dict[str, Any]]]:
     for name, size in SPLIT_SIZES.items():
         rows = []
         for _ in range(size):
-            rows.append(make_document(rng, doc_id))
+            rows.append(make_document(rng, doc_id, held_out=name != "train"))
             doc_id += 1
         splits[name] = rows
     return splits

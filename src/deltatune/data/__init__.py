@@ -21,7 +21,8 @@ with questions whose answers are passage spans (``context``, ``question``, ``ans
 
 ``summarization``: synthetic product reviews and local news items whose reference summary is
 their three key-fact sentences, placed anywhere in the document (``title``, ``document``,
-``summary``); 600 train / 100 valid / 150 test documents (``scripts/make_summarization_data.py``).
+``summary``); half of the key sentences in valid/test are phrased in ways training never shows;
+600 train / 100 valid / 150 test documents (``scripts/make_summarization_data.py``).
 
 ``sft``: instructions for a causal LM ("Reverse the words: ...", "Sort these numbers: ...",
 "Extract the product brand from: ...") with their responses (``prompt``, ``response``, ``kind``),
