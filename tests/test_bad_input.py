@@ -293,3 +293,17 @@ def test_load_options(tmp_path) -> None:
         with pytest.raises(dt.CheckpointError, match=match):
             loaded.load_adapter(folder, "third", **option)
         assert "third" not in loaded.peft_config
+
+
+def test_set_adapter_needs_names() -> None:
+    model = dt.wrap(_mlp(), dt.LoraConfig(target_modules=["lin0"]))
+    for bad in ([], None, 3):
+        with pytest.raises(dt.AdapterNameError, match="disable_adapters"):
+            model.set_adapter(bad)  # type: ignore[arg-type]
+    assert model.active_adapters == ["default"]
+
+
+@pytest.mark.parametrize("field", ["target_modules", "exclude_modules"])
+def test_target_lists_of_the_wrong_type(field: str) -> None:
+    with pytest.raises(dt.ConfigError, match=f"{field} must be a regex string, a list of module names or None"):
+        dt.LoraConfig(**{field: 5})

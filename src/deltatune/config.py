@@ -73,8 +73,15 @@ class AdapterConfig:
             self.modules_to_save = [self.modules_to_save]
         if self.layers_pattern is not None and self.layers_to_transform is None:
             raise ConfigError("layers_pattern is set but layers_to_transform is not; set both or neither.")
-        if isinstance(self.target_modules, list) and not all(isinstance(t, str) and t for t in self.target_modules):
-            raise ConfigError(f"target_modules must hold non-empty strings, got {self.target_modules!r}.")
+        for name in ("target_modules", "exclude_modules"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (str, list)):
+                raise ConfigError(
+                    f"{name} must be a regex string, a list of module names or None, got {type(value).__name__} "
+                    f"{value!r}."
+                )
+            if isinstance(value, list) and not all(isinstance(t, str) and t for t in value):
+                raise ConfigError(f"{name} must hold non-empty strings, got {value!r}.")
 
     # ----------------------------------------------------------------------------- JSON form
     def to_dict(self) -> dict[str, Any]:

@@ -135,7 +135,15 @@ class DeltaModel(nn.Module):
 
     def set_adapter(self, adapter_name: str | Sequence[str]) -> None:
         """Make these adapters the active ones (several can be active at once); only they train."""
-        names = [adapter_name] if isinstance(adapter_name, str) else list(adapter_name)
+        if isinstance(adapter_name, str):
+            names = [adapter_name]
+        elif isinstance(adapter_name, (list, tuple)) and adapter_name:
+            names = list(adapter_name)
+        else:
+            raise AdapterNameError(
+                f"set_adapter takes an adapter name or a non-empty list of names, got {adapter_name!r}; "
+                f"this model has {list(self.peft_config)} (use `with model.disable_adapters():` for the base model)."
+            )
         for name in names:
             self._require(name)
         if sum(name in self.prompt_by_adapter for name in names) > 1:
