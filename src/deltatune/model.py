@@ -262,9 +262,13 @@ class DeltaModel(nn.Module):
             if prompt is not None:  # virtual tokens or a KV prefix: the prompt package runs the model
                 return self._add_training_loss(prompt.run(self.model, args, kwargs))
             return self._add_training_loss(self.model(*args, **kwargs))
-        _check_batch(adapter_names, args, kwargs)
-        with self._route(adapter_names):
+        # Routing is set up and cleared outside any compiled graph (see _begin_routing), so a compiled
+        # model does not guard on the list of names: only on the set of adapters the batch uses.
+        self._begin_routing(adapter_names, _batch_size(args, kwargs))
+        try:
             return self.model(*args, **kwargs)
+        finally:
+            self._end_routing()
 
     def training_loss(self) -> torch.Tensor | None:
         """The regularisers of the active trainable adapters' methods (``Method.training_loss``, e.g.
@@ -317,8 +321,28 @@ class DeltaModel(nn.Module):
 
     @contextlib.contextmanager
     def _route(self, adapter_names: Sequence[str]) -> Iterator[None]:
+        self._begin_routing(adapter_names, None)
+        try:
+            yield
+        finally:
+            self._end_routing()
+
+    @torch.compiler.disable
+    def _begin_routing(self, adapter_names: Sequence[str], batch: int | None) -> None:
+        """Check ``adapter_names`` and put the per-sample routing into the shared runtime.
+
+        Runs eagerly even inside ``torch.compile`` (a graph break here), so the compiled graph sees
+        only the Routing: the names the batch uses, in the model's adapter order, and an index tensor.
+        ``batch``: the forward's batch size, which must equal the number of names (generate passes
+        None: it repeats each sample's name over its beams itself).
+        """
         if isinstance(adapter_names, str) or not len(adapter_names):
             raise DeltatuneError("adapter_names must be a list with one adapter name per sample.")
+        if batch is not None and len(adapter_names) != batch:
+            raise DeltatuneError(
+                f"adapter_names has {len(adapter_names)} entries for a batch of {batch} samples; "
+                "pass one adapter name per sample ('__base__' for no adapter)."
+            )
         used = set(adapter_names)
         if self._active_prompt() is not None or any(name in self.prompt_by_adapter for name in used):
             raise DeltatuneError("Prompt-learning adapters cannot join mixed batches (adapter_names=...).")
@@ -331,10 +355,10 @@ class DeltaModel(nn.Module):
         position = {name: i for i, name in enumerate(unique)}
         index = torch.tensor([position[n] for n in adapter_names], dtype=torch.long)
         self._runtime.routing = Routing(tuple(unique), index)
-        try:
-            yield
-        finally:
-            self._runtime.routing = None
+
+    @torch.compiler.disable
+    def _end_routing(self) -> None:
+        self._runtime.routing = None
 
     def _active_prompt(self) -> Any:
         """The active prompt adapter (see deltatune.prompt), or None (none active, or adapters disabled)."""
@@ -525,15 +549,10 @@ class DeltaModel(nn.Module):
             raise
 
 
-def _check_batch(adapter_names: Sequence[str], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    """One adapter name per sample of a forward call (generate repeats them over beams itself)."""
+def _batch_size(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
+    """The batch size of a forward call: the first dimension of its main input, when there is one."""
     first = args[0] if args else next((kwargs[k] for k in ("input_ids", "inputs_embeds", "x") if k in kwargs), None)
-    batch = first.shape[0] if isinstance(first, torch.Tensor) and first.dim() > 0 else None
-    if batch is not None and not isinstance(adapter_names, str) and len(adapter_names) != batch:
-        raise DeltatuneError(
-            f"adapter_names has {len(adapter_names)} entries for a batch of {batch} samples; "
-            "pass one adapter name per sample ('__base__' for no adapter)."
-        )
+    return first.shape[0] if isinstance(first, torch.Tensor) and first.dim() > 0 else None
 
 
 def wrap(model: nn.Module, config: AdapterConfig, adapter_name: str = "default") -> DeltaModel:
