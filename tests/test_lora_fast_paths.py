@@ -156,3 +156,31 @@ def test_mixed_batch_with_autograd_sees_live_parameters() -> None:
     out.sum().backward()
     grads = [p.grad for p in model.adapter_parameters("b")]
     assert all(g is not None and g.abs().sum() > 0 for g in grads), "gradients reach the live factors"
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_inference_over_many_tokens_uses_the_merged_weight(bias: bool, monkeypatch) -> None:
+    """Without autograd and with tokens many next to the layer's width, a dense LoRA layer runs one
+    GEMM with W + s B A; with few tokens it keeps the factored node. Both equal the generic path."""
+    model = _model(bias).eval()
+    calls = []
+    real = fused.FusedLoraLinear.apply
+    monkeypatch.setattr(fused.FusedLoraLinear, "apply", lambda *a: calls.append(1) or real(*a))
+    many, few = torch.randn(4, 30, 16), torch.randn(1, 2, 16)  # 120 tokens: merged; 2 tokens: factored
+    with torch.no_grad():
+        fast_many, fast_few = model(many), model(few)
+    assert len(calls) == 2, "only the 2-token call takes the factored node (once per layer)"
+    monkeypatch.setattr(weights, "fusable_linear", lambda *a: False)
+    with torch.no_grad():
+        torch.testing.assert_close(fast_many, model(many), atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(fast_few, model(few), atol=1e-6, rtol=1e-6)
+
+
+def test_merged_inference_of_a_zero_adapter_is_exactly_the_base() -> None:
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Linear(16, 12), nn.Tanh(), nn.Linear(12, 8))
+    x = torch.randn(4, 30, 16)
+    with torch.no_grad():
+        expected = base(x)
+        model = dt.wrap(base, dt.LoraConfig(target_modules=["0", "2"], r=4)).eval()  # B = 0
+        assert torch.equal(model(x), expected)

@@ -146,6 +146,19 @@ def output_is_free(base: nn.Module, out: torch.Tensor) -> bool:
     return plain and unhooked(base) and out.is_contiguous()
 
 
+def merged_is_cheaper(tokens: int, fan_in: int, fan_out: int, r: int, grad: bool) -> bool:
+    """For a low-rank update ``ΔW = B A`` (rank ``r``) of a dense layer: is ``x (W + ΔW)^T`` cheaper
+    than ``x W^T + (x A^T) B^T``, in multiply-adds, for ``tokens`` rows of ``x``?
+
+    Building ΔW costs ``fan_in * fan_out * r``; the factored way ``tokens * r * (fan_in + fan_out)``
+    in forward. With autograd the factored way also needs ``g B`` and ``(.) A`` in backward, where
+    the merged way reuses ``g (W + ΔW)``.
+    """
+    if grad:
+        return fan_in * fan_out < tokens * (fan_in + 2 * fan_out)
+    return fan_in * fan_out < tokens * (fan_in + fan_out)
+
+
 def fusable_linear(base: nn.Module, x: torch.Tensor, a: torch.Tensor) -> bool:
     """True when the fused node computes exactly what base(x) + adapter would.
 

@@ -22,12 +22,7 @@ from typing import Any
 
 import torch
 
-
-def merged_is_cheaper(tokens: int, fan_in: int, fan_out: int, r: int, grad: bool) -> bool:
-    """Multiply-adds of the merged way vs the factored way (both with the shared backward terms)."""
-    if grad:  # merged: ΔW, x W^T, g W ... factored adds x A^T, (.)B^T in forward and g B, (.)A in backward
-        return fan_in * fan_out < tokens * (fan_in + 2 * fan_out)
-    return fan_in * fan_out < tokens * (fan_in + fan_out)
+from deltatune.weights import merged_is_cheaper
 
 
 class FusedVeraLinear(torch.autograd.Function):
