@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -172,7 +172,8 @@ class LoraLinear(LoraAdapter):
             if not torch.is_grad_enabled() and weights.merged_is_cheaper(tokens, a.shape[1], b.shape[0], self.r, False):
                 # Inference over many tokens (an eval pass, a long prefill): one GEMM with W + s B A
                 # instead of the base GEMM plus two skinny ones over every token; the same to rounding.
-                return F.linear(x, torch.addmm(base.weight, b, a, alpha=self.scaling), base.bias)
+                linear = cast(nn.Linear, base)  # fusable_linear: exactly an nn.Linear
+                return F.linear(x, torch.addmm(linear.weight, b, a, alpha=self.scaling), linear.bias)
             return fused.FusedLoraLinear.apply(x, base.weight, base.bias, a, b, self.scaling)
         return super().forward(x, inner, base)
 
