@@ -29,12 +29,11 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from deltatune.data import write_splits  # the bundled datasets' file form
+from deltatune.data import generator_parser, report_splits, write_splits
 
 SEED = 2026
 SPLIT_SIZES = {"train": 3000, "valid": 500, "test": 500}
@@ -331,14 +330,11 @@ def generate(seed: int = SEED) -> dict[str, list[dict]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
-    parser.add_argument("--seed", type=int, default=SEED, help="random seed")
+    parser = generator_parser(__doc__, DEFAULT_OUT, SEED)
     args = parser.parse_args()
     splits = generate(args.seed)
     write_splits(splits, args.out)
-    for split, rows in splits.items():
-        print(f"{split}: {len(rows)} rows -> {args.out / f'{split}.jsonl'}")
+    report_splits(splits, args.out)
 
 
 if __name__ == "__main__":

@@ -29,13 +29,12 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from deltatune.data import write_splits  # the bundled datasets' file form
+from deltatune.data import generator_parser, report_splits, write_splits
 
 SEED = 77
 SPLIT_SIZES = {"train": 3000, "valid": 500, "test": 500}
@@ -249,9 +248,7 @@ def auc(scores: list[float], labels: list[int]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
-    parser.add_argument("--seed", type=int, default=SEED, help="random seed")
+    parser = generator_parser(__doc__, DEFAULT_OUT, SEED)
     parser.add_argument("--stats", action="store_true", help="print the hidden model's test AUC and log-loss")
     args = parser.parse_args()
     splits = generate(args.seed)
@@ -263,9 +260,9 @@ def main() -> None:
         print(f"test: click rate {sum(labels) / len(labels):.3f}, hidden model AUC {auc(probs, labels):.4f}, "
               f"log-loss {loss:.4f}")  # fmt: skip
         return
-    write_splits({split: [row for row, _ in pairs] for split, pairs in splits.items()}, args.out)
-    for split, pairs in splits.items():
-        print(f"{split}: {len(pairs)} rows -> {args.out / f'{split}.jsonl'}")
+    rows = {split: [row for row, _ in pairs] for split, pairs in splits.items()}
+    write_splits(rows, args.out)
+    report_splits(rows, args.out)
 
 
 if __name__ == "__main__":

@@ -18,14 +18,13 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deltatune.data import write_splits  # the bundled datasets' file form
+from deltatune.data import generator_parser, report_splits, write_splits
 
 SEED = 2024
 SPLIT_PASSAGES = {"train": 800, "valid": 120, "test": 160}
@@ -253,14 +252,11 @@ def generate(seed: int = SEED) -> dict[str, list[Row]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
-    parser.add_argument("--seed", type=int, default=SEED, help="random seed (default: %(default)s)")
+    parser = generator_parser(__doc__, DEFAULT_OUT, SEED)
     args = parser.parse_args(argv)
     splits = generate(args.seed)
     write_splits(splits, args.out)
-    for name, rows in splits.items():
-        print(f"{name}: {len(rows)} questions -> {args.out / (name + '.jsonl')}")
+    report_splits(splits, args.out, "questions")
 
 
 if __name__ == "__main__":

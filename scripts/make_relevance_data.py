@@ -27,14 +27,13 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deltatune.data import write_splits  # the bundled datasets' file form
+from deltatune.data import generator_parser, report_splits, write_splits
 
 SEED = 1234
 SPLIT_SIZES = {"train": 3000, "valid": 500, "test": 500}
@@ -1188,15 +1187,11 @@ def generate(seed: int = SEED) -> dict[str, list[Row]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
-    parser.add_argument("--seed", type=int, default=SEED, help="random seed (default: %(default)s)")
+    parser = generator_parser(__doc__, DEFAULT_OUT, SEED)
     args = parser.parse_args(argv)
     splits = generate(args.seed)
     write_splits(splits, args.out)
-    for name, rows in splits.items():
-        positives = sum(int(row["label"]) for row in rows)
-        print(f"{name}: {len(rows)} rows, {positives} positive -> {args.out / (name + '.jsonl')}")
+    report_splits(splits, args.out, detail=lambda rows: f"{sum(int(row['label']) for row in rows)} positive")
 
 
 if __name__ == "__main__":

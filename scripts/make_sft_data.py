@@ -19,13 +19,12 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import random
 import re
 import string
 from pathlib import Path
 
-from deltatune.data import write_splits  # the bundled datasets' file form
+from deltatune.data import generator_parser, report_splits, write_splits
 
 SEED = 7
 SPLIT_SIZES = {"train": 5000, "valid": 240, "test": 360}
@@ -108,14 +107,11 @@ def write(splits: dict[str, list[dict[str, str]]], out_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
-    parser.add_argument("--seed", type=int, default=SEED, help="random seed (default: %(default)s)")
+    parser = generator_parser(__doc__, DEFAULT_OUT, SEED)
     args = parser.parse_args(argv)
     splits = generate(args.seed)
     write(splits, args.out)
-    for name, rows in splits.items():
-        print(f"{name}: {len(rows)} rows -> {args.out / (name + '.jsonl')}")
+    report_splits(splits, args.out)
     print(f"vocabulary: {len(vocabulary(splits))} tokens -> {args.out / 'vocab.txt'}")
 
 

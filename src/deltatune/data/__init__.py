@@ -32,10 +32,12 @@ and ``vocab.txt``, the WordPiece vocabulary a from-scratch model uses;
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 SPLITS = ("train", "valid", "test")
 RELEVANCE_SPLITS = SPLITS
@@ -69,10 +71,35 @@ def write_splits(splits: dict[str, list[dict]], out_dir: str | os.PathLike[str])
         atomic_write_bytes(folder / f"{name}.jsonl", text.encode("utf-8"))
 
 
+def generator_parser(doc: str, default_out: Path, seed: int) -> argparse.ArgumentParser:
+    """The command line of every ``scripts/make_<name>_data.py``: ``--out`` and ``--seed`` (a script
+    adds its own options to the parser it gets back). ``doc``: the script's docstring."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=default_out, help=f"output folder (default: {default_out})")
+    parser.add_argument("--seed", type=int, default=seed, help="random seed (default: %(default)s)")
+    return parser
+
+
+def report_splits(splits: dict[str, list], out_dir: Path, unit: str = "rows", detail: Any = None) -> None:
+    """Print one line per written split; ``detail(rows)`` (optional) adds to it, e.g. a label count."""
+    for name, rows in splits.items():
+        extra = f", {detail(rows)}" if detail is not None else ""
+        print(f"{name}: {len(rows)} {unit}{extra} -> {out_dir / (name + '.jsonl')}")
+
+
 def load_relevance(split: str) -> list[dict]:
     """One split of the relevance dataset: rows with ``query``, ``title``, ``category`` and ``label``
     (int, 1 = relevant, 0 = not relevant)."""
     return load_bundled("relevance", split)
 
 
-__all__ = ["RELEVANCE_SPLITS", "SPLITS", "bundled_datasets", "load_bundled", "load_relevance", "write_splits"]
+__all__ = [
+    "RELEVANCE_SPLITS",
+    "SPLITS",
+    "bundled_datasets",
+    "generator_parser",
+    "load_bundled",
+    "load_relevance",
+    "report_splits",
+    "write_splits",
+]
